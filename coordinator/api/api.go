@@ -1,0 +1,143 @@
+// Package api holds the wire types of mcpmesh's control API and of the netmap
+// stream, shared by the coordinator and the node. It is a leaf: it imports
+// only the standard library, so both sides (and any third-party tool) can
+// depend on it without pulling in either daemon.
+//
+// Every change to these types that an old peer could misread bumps
+// CapabilityVersion; both sides send theirs and refuse what they cannot speak.
+package api
+
+import (
+	"net/netip"
+	"time"
+)
+
+// CapabilityVersion is the version of this wire protocol. A node sends it on
+// enrollment and on the netmap stream; the coordinator refuses versions it
+// does not know rather than sending maps the node would misapply.
+const CapabilityVersion = 1
+
+// Paths of the control API.
+const (
+	PathEnroll    = "/v1/enroll"
+	PathRenew     = "/v1/renew"
+	PathNetmap    = "/v1/netmap"
+	PathEndpoints = "/v1/endpoints"
+
+	PathAdminTokens = "/v1/admin/tokens"
+	PathAdminNodes  = "/v1/admin/nodes"
+	// PathAdminRevoke is followed by the node's name.
+	PathAdminRevoke = "/v1/admin/nodes/revoke/"
+)
+
+// MaxRequestBytes bounds every request body the coordinator reads; a larger
+// body is refused before it is parsed.
+const MaxRequestBytes = 64 << 10
+
+// Error is the body of every non-2xx answer: one line a person can act on.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// EnrollRequest is what a new node sends with its join token.
+type EnrollRequest struct {
+	CapVer int `json:"capVer"`
+	// Token is the join token as printed by `mcpmesh token create`.
+	Token string `json:"token"`
+	// Hostname becomes the node's name and the last segment of its SPIFFE ID.
+	Hostname string `json:"hostname"`
+	// WireGuardKey is the node's WireGuard public key (base64).
+	WireGuardKey string `json:"wireguardKey"`
+	// CSR is a DER certificate request whose only URI SAN is the node's SPIFFE ID.
+	CSR []byte `json:"csr"`
+	// Endpoint tells peers where this node's WireGuard listens.
+	Endpoint EndpointInfo `json:"endpoint"`
+}
+
+// EndpointInfo is how a node says where its WireGuard can be reached. When
+// Advertise is empty the coordinator pairs the source address it saw on the
+// control connection with ListenPort, which is right on a flat network.
+type EndpointInfo struct {
+	ListenPort uint16 `json:"listenPort"`
+	Advertise  string `json:"advertise,omitempty"` // "ip:port"
+}
+
+// EnrollResponse hands the node everything it needs to join.
+type EnrollResponse struct {
+	Node Node `json:"node"`
+	// SVID is the PEM chain of the node's X.509-SVID, leaf first.
+	SVID []byte `json:"svid"`
+	// Bundle is the PEM trust bundle (CA certificates) of the trust domain.
+	Bundle []byte `json:"bundle"`
+	// NetmapKey is the Ed25519 public key that signs every netmap message.
+	NetmapKey []byte `json:"netmapKey"`
+}
+
+// RenewRequest asks for a fresh SVID for the same identity (mTLS).
+type RenewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+// RenewResponse carries the new SVID and the current bundle.
+type RenewResponse struct {
+	SVID   []byte `json:"svid"`
+	Bundle []byte `json:"bundle"`
+}
+
+// Node is a node record as the control plane knows it.
+type Node struct {
+	Name         string         `json:"name"`
+	ID           string         `json:"id"` // SPIFFE ID
+	WireGuardKey string         `json:"wireguardKey"`
+	Addresses    []netip.Addr   `json:"addresses"`
+	Endpoint     netip.AddrPort `json:"endpoint"`
+	Tags         []string       `json:"tags,omitempty"`
+	Created      time.Time      `json:"created"`
+	LastSeen     time.Time      `json:"lastSeen"`
+	Online       bool           `json:"online"`
+	Revoked      bool           `json:"revoked,omitempty"`
+}
+
+// Peer is a node as another node sees it in its netmap.
+type Peer struct {
+	Name         string         `json:"name"`
+	ID           string         `json:"id"`
+	WireGuardKey string         `json:"wireguardKey"`
+	Addresses    []netip.Addr   `json:"addresses"`
+	Endpoint     netip.AddrPort `json:"endpoint"`
+	Tags         []string       `json:"tags,omitempty"`
+}
+
+// TokenCreateRequest is an admin's request for a join token.
+type TokenCreateRequest struct {
+	Tags     []string `json:"tags,omitempty"`
+	TTL      Duration `json:"ttl"`
+	Reusable bool     `json:"reusable,omitempty"`
+}
+
+// TokenCreateResponse carries the token; it is shown once and stored hashed.
+type TokenCreateResponse struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+// NodeList is the admin's view of every node.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// Duration is a time.Duration that travels as a Go duration string ("1h").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

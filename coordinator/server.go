@@ -1,0 +1,337 @@
+// Package coordinator is the control plane of mcpmesh: it issues SPIFFE
+// identities from the trust domain's CA, keeps the node registry in its
+// store, allocates mesh addresses and streams signed netmaps to nodes. It is
+// the glue of the control server; the wire types live in coordinator/api and
+// persistence in coordinator/store. It never imports the node.
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/coordinator/store"
+	"github.com/mcpmesh/mcpmesh/identity"
+)
+
+// Defaults of a coordinator.
+const (
+	DefaultSVIDTTL   = time.Hour
+	DefaultNetmapTTL = 72 * time.Hour
+	heartbeatEvery   = 10 * time.Second
+)
+
+// Config tunes a coordinator; the zero value gives the defaults.
+type Config struct {
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests pass a fake one.
+	Now func() time.Time
+	// SVIDTTL is the lifetime of node SVIDs (default 1h).
+	SVIDTTL time.Duration
+	// NetmapTTL is how long a node may keep using a netmap without hearing
+	// from the coordinator (default 72h).
+	NetmapTTL time.Duration
+	// Store replaces the embedded SQLite store (for PostgreSQL later).
+	Store store.Store
+}
+
+// Server is a running coordinator. Create one with Open, serve its Handler
+// (or call Serve), and Close it when done.
+type Server struct {
+	log       *slog.Logger
+	now       func() time.Time
+	svidTTL   time.Duration
+	netmapTTL time.Duration
+	td        spiffeid.TrustDomain
+	ca        *identity.CA
+	netmapKey ed25519.PrivateKey
+	store     store.Store
+	tlsCert   tls.Certificate
+	mux       *http.ServeMux
+
+	// mu guards the in-memory view of the registry and the subscribers.
+	mu struct {
+		sync.Mutex
+		version uint64
+		nodes   map[string]*store.Node
+		subs    map[string]*subscriber
+	}
+
+	// closing is closed by Close; streams watch it.
+	closing   chan struct{}
+	closeOnce sync.Once
+	streams   sync.WaitGroup
+}
+
+// Open loads a data directory written by Init and its store.
+func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
+	ld, err := loadDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		svidTTL:   cfg.SVIDTTL,
+		netmapTTL: cfg.NetmapTTL,
+		td:        ld.td,
+		ca:        ld.ca,
+		netmapKey: ld.netmapKey,
+		store:     cfg.Store,
+		closing:   make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.svidTTL == 0 {
+		s.svidTTL = DefaultSVIDTTL
+	}
+	if s.netmapTTL == 0 {
+		s.netmapTTL = DefaultNetmapTTL
+	}
+	if s.store == nil {
+		db, err := store.OpenSQLite(filepath.Join(dir, fileDB))
+		if err != nil {
+			return nil, err
+		}
+		s.store = db
+	}
+	if err := s.loadState(ctx); err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	if err := s.issueServerCert(); err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) loadState(ctx context.Context) error {
+	nodes, err := s.store.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	v, err := s.store.Version(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.nodes = make(map[string]*store.Node, len(nodes))
+	s.mu.subs = make(map[string]*subscriber)
+	for i := range nodes {
+		s.mu.nodes[nodes[i].Name] = &nodes[i]
+	}
+	s.mu.version = v
+	return nil
+}
+
+// issueServerCert gives the coordinator a fresh TLS certificate on every
+// start. Clients authorise it by SPIFFE ID, not by host name, so it works
+// whatever address they dial.
+func (s *Server) issueServerCert() error {
+	key, err := identity.GenerateKey()
+	if err != nil {
+		return err
+	}
+	leaf, err := s.ca.IssueServerCert(key.Public(), identity.CoordinatorID(s.td),
+		[]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, 30*24*time.Hour, s.now())
+	if err != nil {
+		return err
+	}
+	s.tlsCert = tls.Certificate{
+		Certificate: [][]byte{leaf.Raw, s.ca.Certificate().Raw},
+		PrivateKey:  key,
+		Leaf:        leaf,
+	}
+	return nil
+}
+
+// TLSConfig is the listener's TLS configuration: the coordinator's
+// certificate (with the CA in the chain so new nodes can match the token's
+// fingerprint) and optional client SVIDs verified against the trust bundle.
+func (s *Server) TLSConfig() *tls.Config {
+	return identity.ServerTLSConfig(s.tlsCert, s.ca.Bundle())
+}
+
+// Handler serves the control API; it expects TLS with TLSConfig.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// TrustDomain is the coordinator's trust domain.
+func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
+
+// CAFingerprint is what join tokens carry.
+func (s *Server) CAFingerprint() identity.Fingerprint { return s.ca.Fingerprint() }
+
+// Serve accepts connections on ln until ctx ends or Close is called.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(tls.NewListener(ln, hs.TLSConfig)) }()
+	select {
+	case <-ctx.Done():
+	case <-s.closing:
+	case err := <-errc:
+		return fmt.Errorf("coordinator: serve: %w", err)
+	}
+	s.shutdownStreams()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	<-errc
+	return nil
+}
+
+func (s *Server) shutdownStreams() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.streams.Wait()
+}
+
+// Close stops the streams and closes the store. Serve returns after Close.
+func (s *Server) Close() error {
+	s.shutdownStreams()
+	return s.store.Close()
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("POST "+api.PathEnroll, s.handleEnroll)
+	m.HandleFunc("POST "+api.PathRenew, s.nodeOnly(s.handleRenew))
+	m.HandleFunc("GET "+api.PathNetmap, s.nodeOnly(s.handleNetmap))
+	m.HandleFunc("POST "+api.PathEndpoints, s.nodeOnly(s.handleEndpoints))
+	m.HandleFunc("POST "+api.PathAdminTokens, s.adminOnly(s.handleTokenCreate))
+	m.HandleFunc("GET "+api.PathAdminNodes, s.adminOnly(s.handleNodesList))
+	m.HandleFunc("POST "+api.PathAdminRevoke+"{name}", s.adminOnly(s.handleRevoke))
+	s.mux = m
+}
+
+// caller is a node authenticated by its SVID.
+type caller struct {
+	name string
+	id   spiffeid.ID
+	leaf *x509.Certificate
+}
+
+type ctxKey struct{}
+
+// nodeOnly admits requests whose client SVID names an enrolled, unrevoked node.
+func (s *Server) nodeOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := identity.PeerID(r.TLS)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, "this endpoint needs the node's SVID (mTLS); enroll first with `mcpmesh up --token`")
+			return
+		}
+		name, err := identity.NodeName(id)
+		if err != nil || id.TrustDomain() != s.td {
+			httpError(w, http.StatusForbidden, fmt.Sprintf("%s is not a node of %s", id, s.td))
+			return
+		}
+		leaf, err := identity.PeerLeaf(r.TLS)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		s.mu.Lock()
+		n, ok := s.mu.nodes[name]
+		revoked := ok && n.Revoked()
+		s.mu.Unlock()
+		switch {
+		case !ok:
+			httpError(w, http.StatusForbidden, fmt.Sprintf("node %q is not enrolled", name))
+			return
+		case revoked:
+			httpError(w, http.StatusForbidden, fmt.Sprintf("node %q has been revoked", name))
+			return
+		}
+		ctx := context.WithValue(r.Context(), ctxKey{}, caller{name: name, id: id, leaf: leaf})
+		h(w, r.WithContext(ctx))
+	}
+}
+
+func callerOf(r *http.Request) caller { return r.Context().Value(ctxKey{}).(caller) }
+
+// adminOnly admits requests whose client SVID is an admin of this trust domain.
+func (s *Server) adminOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := identity.PeerID(r.TLS)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, "admin commands need the admin credential: pass --data DIR or --admin FILE")
+			return
+		}
+		if !identity.IsAdmin(id) || id.TrustDomain() != s.td {
+			httpError(w, http.StatusForbidden, fmt.Sprintf("%s is not an admin of %s", id, s.td))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}
+
+// readJSON decodes a bounded, strict JSON body.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, api.MaxRequestBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", api.MaxRequestBytes))
+			return false
+		}
+		httpError(w, http.StatusBadRequest, "malformed request: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		httpError(w, http.StatusBadRequest, "malformed request: trailing data")
+		return false
+	}
+	return true
+}
+
+// remoteIP is the source address of the control connection.
+func remoteIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func trimTag(t string) string { return strings.TrimSpace(t) }

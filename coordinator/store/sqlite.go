@@ -1,0 +1,469 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+)
+
+// keepEvents is how much change log is kept; a node that was away for more
+// changes than this gets a full map instead of deltas.
+const keepEvents = 50_000
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+	id          TEXT PRIMARY KEY,
+	secret_hash BLOB NOT NULL,
+	tags        TEXT NOT NULL,
+	reusable    INTEGER NOT NULL,
+	created     INTEGER NOT NULL,
+	expires     INTEGER NOT NULL,
+	uses        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS nodes (
+	name       TEXT PRIMARY KEY,
+	spiffe_id  TEXT NOT NULL UNIQUE,
+	wg_key     TEXT NOT NULL UNIQUE,
+	ipv4       TEXT NOT NULL UNIQUE,
+	ipv6       TEXT NOT NULL UNIQUE,
+	endpoint   TEXT NOT NULL,
+	tags       TEXT NOT NULL,
+	created    INTEGER NOT NULL,
+	last_seen  INTEGER NOT NULL,
+	revoked_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS serials (
+	serial  TEXT PRIMARY KEY,
+	node    TEXT NOT NULL REFERENCES nodes(name),
+	expires INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS serials_node ON serials(node);
+CREATE TABLE IF NOT EXISTS events (
+	version INTEGER PRIMARY KEY,
+	node    TEXT NOT NULL,
+	kind    TEXT NOT NULL
+);
+`
+
+// SQLite is the embedded Store.
+type SQLite struct {
+	db *sql.DB
+}
+
+var _ Store = (*SQLite)(nil)
+
+// OpenSQLite opens (creating if needed) the database at path. WAL with
+// synchronous=FULL makes every committed transaction durable across a crash
+// or kill -9; a single connection serialises writers so SQLITE_BUSY cannot
+// surface to callers.
+func OpenSQLite(path string) (*SQLite, error) {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
+	}
+	var ok string
+	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+		db.Close()
+		return nil, fmt.Errorf("store: integrity check of %s failed: %v %s", path, err, ok)
+	}
+	return &SQLite{db: db}, nil
+}
+
+// Close implements Store.
+func (s *SQLite) Close() error { return s.db.Close() }
+
+func (s *SQLite) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := f(tx); err != nil {
+		_ = tx.Rollback() // the error that caused the rollback is what matters
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// CreateToken implements Store.
+func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
+	tags, err := json.Marshal(nonNil(t.Tags))
+	if err != nil {
+		return fmt.Errorf("store: encode tags: %w", err)
+	}
+	_, err = s.db.ExecContext(ctx,
+		`INSERT INTO tokens (id, secret_hash, tags, reusable, created, expires) VALUES (?, ?, ?, ?, ?, ?)`,
+		t.ID, t.SecretHash, string(tags), t.Reusable, t.Created.UnixNano(), t.Expires.UnixNano())
+	if err != nil {
+		return fmt.Errorf("store: insert token: %w", err)
+	}
+	return nil
+}
+
+// Enroll implements Store.
+func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error) {
+	n := e.Node
+	var version uint64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var t Token
+		var tags string
+		var created, expires int64
+		err := tx.QueryRowContext(ctx,
+			`SELECT id, secret_hash, tags, reusable, created, expires, uses FROM tokens WHERE id = ?`, e.TokenID).
+			Scan(&t.ID, &t.SecretHash, &tags, &t.Reusable, &created, &expires, &t.Uses)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: join token", ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("store: read token: %w", err)
+		}
+		if err := json.Unmarshal([]byte(tags), &t.Tags); err != nil {
+			return fmt.Errorf("store: decode token tags: %w", err)
+		}
+		t.Created, t.Expires = time.Unix(0, created), time.Unix(0, expires)
+		if err := e.CheckToken(t); err != nil {
+			return err
+		}
+		if !e.Now.Before(t.Expires) {
+			return ErrTokenExpired
+		}
+		if !t.Reusable && t.Uses > 0 {
+			return ErrTokenUsed
+		}
+		var revokedAt int64
+		err = tx.QueryRowContext(ctx, `SELECT revoked_at FROM nodes WHERE name = ?`, n.Name).Scan(&revokedAt)
+		switch {
+		case err == nil && revokedAt != 0:
+			return fmt.Errorf("%w: %q was revoked and cannot enroll again", ErrRevoked, n.Name)
+		case err == nil:
+			return fmt.Errorf("%w: %q", ErrNameTaken, n.Name)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("store: look up node: %w", err)
+		}
+		seq, err := nextMeta(ctx, tx, "addr_seq")
+		if err != nil {
+			return err
+		}
+		n.IPv4, n.IPv6, err = e.AddrFor(seq)
+		if err != nil {
+			return err
+		}
+		if n.Tags == nil {
+			n.Tags = t.Tags
+		}
+		n.Created, n.LastSeen = e.Now, e.Now
+		ntags, err := json.Marshal(nonNil(n.Tags))
+		if err != nil {
+			return fmt.Errorf("store: encode tags: %w", err)
+		}
+		_, err = tx.ExecContext(ctx,
+			`INSERT INTO nodes (name, spiffe_id, wg_key, ipv4, ipv6, endpoint, tags, created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			n.Name, n.ID, n.WireGuardKey, n.IPv4.String(), n.IPv6.String(), addrPortString(n.Endpoint), string(ntags),
+			n.Created.UnixNano(), n.LastSeen.UnixNano())
+		if err != nil {
+			return fmt.Errorf("store: insert node %q: %w", n.Name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE id = ?`, t.ID); err != nil {
+			return fmt.Errorf("store: consume token: %w", err)
+		}
+		version, err = logEvent(ctx, tx, n.Name, EventJoin)
+		return err
+	})
+	if err != nil {
+		return Node{}, 0, err
+	}
+	return n, version, nil
+}
+
+// nextMeta increments and returns a counter kept in meta.
+func nextMeta(ctx context.Context, tx *sql.Tx, key string) (uint64, error) {
+	var v uint64
+	err := tx.QueryRowContext(ctx,
+		`INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value`, key).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("store: advance %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// logEvent appends to the change log and trims its oldest entries.
+func logEvent(ctx context.Context, tx *sql.Tx, node, kind string) (uint64, error) {
+	v, err := nextMeta(ctx, tx, "version")
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO events (version, node, kind) VALUES (?, ?, ?)`, v, node, kind); err != nil {
+		return 0, fmt.Errorf("store: log event: %w", err)
+	}
+	if v%1000 == 0 && v > keepEvents {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE version <= ?`, v-keepEvents); err != nil {
+			return 0, fmt.Errorf("store: trim change log: %w", err)
+		}
+	}
+	return v, nil
+}
+
+const nodeColumns = `name, spiffe_id, wg_key, ipv4, ipv6, endpoint, tags, created, last_seen, revoked_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanNode(row scanner) (Node, error) {
+	var n Node
+	var v4, v6, ep, tags string
+	var created, seen, revoked int64
+	if err := row.Scan(&n.Name, &n.ID, &n.WireGuardKey, &v4, &v6, &ep, &tags, &created, &seen, &revoked); err != nil {
+		return n, err
+	}
+	var err error
+	if n.IPv4, err = netip.ParseAddr(v4); err != nil {
+		return n, fmt.Errorf("store: node %q ipv4: %w", n.Name, err)
+	}
+	if n.IPv6, err = netip.ParseAddr(v6); err != nil {
+		return n, fmt.Errorf("store: node %q ipv6: %w", n.Name, err)
+	}
+	if ep != "" {
+		if n.Endpoint, err = netip.ParseAddrPort(ep); err != nil {
+			return n, fmt.Errorf("store: node %q endpoint: %w", n.Name, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
+		return n, fmt.Errorf("store: node %q tags: %w", n.Name, err)
+	}
+	n.Created, n.LastSeen = time.Unix(0, created), time.Unix(0, seen)
+	if revoked != 0 {
+		n.RevokedAt = time.Unix(0, revoked)
+	}
+	return n, nil
+}
+
+// Node implements Store.
+func (s *SQLite) Node(ctx context.Context, name string) (Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("%w: node %q", ErrNotFound, name)
+	}
+	if err != nil {
+		return n, fmt.Errorf("store: read node %q: %w", name, err)
+	}
+	return n, nil
+}
+
+// Nodes implements Store.
+func (s *SQLite) Nodes(ctx context.Context) ([]Node, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list nodes: %w", err)
+	}
+	defer rows.Close()
+	var out []Node
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list nodes: %w", err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list nodes: %w", err)
+	}
+	return out, nil
+}
+
+// SetEndpoint implements Store.
+func (s *SQLite) SetEndpoint(ctx context.Context, name string, ep netip.AddrPort) (uint64, bool, error) {
+	var version uint64
+	var changed bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var cur string
+		var revoked int64
+		err := tx.QueryRowContext(ctx, `SELECT endpoint, revoked_at FROM nodes WHERE name = ?`, name).Scan(&cur, &revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: node %q", ErrNotFound, name)
+		}
+		if err != nil {
+			return fmt.Errorf("store: read endpoint: %w", err)
+		}
+		if revoked != 0 {
+			return fmt.Errorf("%w: %q", ErrRevoked, name)
+		}
+		if cur == addrPortString(ep) {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET endpoint = ? WHERE name = ?`, addrPortString(ep), name); err != nil {
+			return fmt.Errorf("store: set endpoint: %w", err)
+		}
+		changed = true
+		version, err = logEvent(ctx, tx, name, EventEndpoint)
+		return err
+	})
+	return version, changed, err
+}
+
+// TouchLastSeen implements Store.
+func (s *SQLite) TouchLastSeen(ctx context.Context, name string, t time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ?`, t.UnixNano(), name); err != nil {
+		return fmt.Errorf("store: touch %q: %w", name, err)
+	}
+	return nil
+}
+
+// Revoke implements Store.
+func (s *SQLite) Revoke(ctx context.Context, name string, now time.Time) (uint64, []Serial, error) {
+	var version uint64
+	var serials []Serial
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var revoked int64
+		err := tx.QueryRowContext(ctx, `SELECT revoked_at FROM nodes WHERE name = ?`, name).Scan(&revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: node %q", ErrNotFound, name)
+		}
+		if err != nil {
+			return fmt.Errorf("store: read node: %w", err)
+		}
+		if revoked != 0 {
+			return fmt.Errorf("%w: %q already", ErrRevoked, name)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET revoked_at = ? WHERE name = ?`, now.UnixNano(), name); err != nil {
+			return fmt.Errorf("store: revoke: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT serial, expires FROM serials WHERE node = ? AND expires > ?`, name, now.UnixNano())
+		if err != nil {
+			return fmt.Errorf("store: list serials: %w", err)
+		}
+		for rows.Next() {
+			var sr Serial
+			var exp int64
+			if err := rows.Scan(&sr.Serial, &exp); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: list serials: %w", err)
+			}
+			sr.Node, sr.Expires = name, time.Unix(0, exp)
+			serials = append(serials, sr)
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("store: list serials: %w", err)
+		}
+		version, err = logEvent(ctx, tx, name, EventRevoke)
+		return err
+	})
+	return version, serials, err
+}
+
+// RecordSerial implements Store. Expired serials are pruned on the way, as
+// nobody needs them any more.
+func (s *SQLite) RecordSerial(ctx context.Context, sr Serial) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO serials (serial, node, expires) VALUES (?, ?, ?)`,
+			sr.Serial, sr.Node, sr.Expires.UnixNano()); err != nil {
+			return fmt.Errorf("store: record serial: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM serials WHERE node = ? AND expires < ?`,
+			sr.Node, time.Now().Add(-time.Hour).UnixNano()); err != nil {
+			return fmt.Errorf("store: prune serials: %w", err)
+		}
+		return nil
+	})
+}
+
+// RevokedSerials implements Store.
+func (s *SQLite) RevokedSerials(ctx context.Context, now time.Time) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT s.serial FROM serials s JOIN nodes n ON n.name = s.node WHERE n.revoked_at != 0 AND s.expires > ? ORDER BY s.serial`,
+		now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("store: revoked serials: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var sr string
+		if err := rows.Scan(&sr); err != nil {
+			return nil, fmt.Errorf("store: revoked serials: %w", err)
+		}
+		out = append(out, sr)
+	}
+	return out, rows.Err()
+}
+
+// Version implements Store.
+func (s *SQLite) Version(ctx context.Context) (uint64, error) {
+	var v uint64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT value FROM meta WHERE key = 'version'), 0)`).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("store: version: %w", err)
+	}
+	return v, nil
+}
+
+// EventsSince implements Store.
+func (s *SQLite) EventsSince(ctx context.Context, v uint64) ([]Event, bool, error) {
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MIN(version) FROM events`).Scan(&oldest); err != nil {
+		return nil, false, fmt.Errorf("store: oldest event: %w", err)
+	}
+	cur, err := s.Version(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if v > cur {
+		return nil, false, nil // a version from the future: this log does not know it
+	}
+	if v == cur {
+		return nil, true, nil
+	}
+	if !oldest.Valid || uint64(oldest.Int64) > v+1 {
+		return nil, false, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT version, node, kind FROM events WHERE version > ? ORDER BY version`, v)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		if err := rows.Scan(&e.Version, &e.Node, &e.Kind); err != nil {
+			return nil, false, fmt.Errorf("store: events: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, true, rows.Err()
+}
+
+func addrPortString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

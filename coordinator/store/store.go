@@ -1,0 +1,124 @@
+// Package store persists the coordinator's state: join tokens, the node
+// registry, issued SVID serials and the netmap change log. The coordinator
+// depends on the Store interface; SQLite (modernc.org/sqlite, pure Go) is the
+// embedded default and PostgreSQL can later satisfy the same interface for a
+// highly available control plane.
+//
+// Every method that changes what nodes see appends to the change log in the
+// same transaction, so the netmap version and the data can never disagree,
+// even after a kill -9 mid-write.
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Sentinel errors the coordinator turns into clear answers.
+var (
+	ErrNotFound     = errors.New("store: not found")
+	ErrTokenUsed    = errors.New("store: join token was already used")
+	ErrTokenExpired = errors.New("store: join token has expired")
+	ErrNameTaken    = errors.New("store: node name is already enrolled")
+	ErrRevoked      = errors.New("store: node is revoked")
+)
+
+// Token is a join token as stored: the secret only as its SHA-256.
+type Token struct {
+	ID         string
+	SecretHash []byte
+	Tags       []string
+	Reusable   bool
+	Created    time.Time
+	Expires    time.Time
+	Uses       int
+}
+
+// Node is one enrolled node.
+type Node struct {
+	Name         string
+	ID           string // SPIFFE ID
+	WireGuardKey string
+	IPv4         netip.Addr
+	IPv6         netip.Addr
+	Endpoint     netip.AddrPort
+	Tags         []string
+	Created      time.Time
+	LastSeen     time.Time
+	RevokedAt    time.Time // zero while the node is in good standing
+}
+
+// Revoked reports whether the node has been revoked.
+func (n *Node) Revoked() bool { return !n.RevokedAt.IsZero() }
+
+// Event is one entry of the netmap change log: the node whose record changed
+// at Version. Consumers read the node's current record, so the log stays
+// small and a node that reconnects gets one update per changed peer.
+type Event struct {
+	Version uint64
+	Node    string
+	Kind    string
+}
+
+// Event kinds.
+const (
+	EventJoin     = "join"
+	EventRevoke   = "revoke"
+	EventEndpoint = "endpoint"
+)
+
+// Serial is an issued SVID serial, kept so a revocation can publish every
+// still-valid certificate of the node.
+type Serial struct {
+	Serial  string // hex
+	Node    string
+	Expires time.Time
+}
+
+// Enrollment is everything the store needs to enroll a node atomically.
+type Enrollment struct {
+	TokenID string
+	// CheckToken verifies the token's secret (constant time); the store
+	// itself does no cryptography.
+	CheckToken func(Token) error
+	Node       Node // IPv4/IPv6/Created are filled in by the store
+	// AddrFor maps the allocation sequence number to the node's addresses.
+	AddrFor func(seq uint64) (netip.Addr, netip.Addr, error)
+	Now     time.Time
+}
+
+// Store is the coordinator's persistence. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// CreateToken stores a new join token.
+	CreateToken(ctx context.Context, t Token) error
+	// Enroll consumes the token (unless reusable), allocates addresses,
+	// inserts the node and logs the join in one transaction. Nothing changes
+	// when it fails.
+	Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
+	// Node returns one node by name.
+	Node(ctx context.Context, name string) (Node, error)
+	// Nodes returns every node, revoked ones included.
+	Nodes(ctx context.Context) ([]Node, error)
+	// SetEndpoint records where a node's WireGuard listens; it logs an event
+	// only when the endpoint changed.
+	SetEndpoint(ctx context.Context, name string, ep netip.AddrPort) (version uint64, changed bool, err error)
+	// TouchLastSeen records that a node was connected at t. It is not an event.
+	TouchLastSeen(ctx context.Context, name string, t time.Time) error
+	// Revoke marks the node revoked and logs it; it returns the node's
+	// serials that have not expired by now.
+	Revoke(ctx context.Context, name string, now time.Time) (uint64, []Serial, error)
+	// RecordSerial remembers an issued SVID serial.
+	RecordSerial(ctx context.Context, s Serial) error
+	// RevokedSerials lists serials of revoked nodes that are still valid at now.
+	RevokedSerials(ctx context.Context, now time.Time) ([]string, error)
+	// Version is the newest logged version (0 on an empty log).
+	Version(ctx context.Context) (uint64, error)
+	// EventsSince returns the events after version v, oldest first, and
+	// ok=false when the log no longer reaches back to v.
+	EventsSince(ctx context.Context, v uint64) (events []Event, ok bool, err error)
+	// Close releases the database.
+	Close() error
+}

@@ -1,0 +1,196 @@
+// Package localapi is the node daemon's API for local tools (the CLI): a
+// small route table served over a unix socket that only the node's user can
+// open (0600). It defines the wire types and a client, and knows nothing of
+// how the node computes them: the daemon plugs in a Backend.
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"time"
+)
+
+// Routes of the LocalAPI.
+const (
+	pathStatus = "/localapi/v0/status"
+	pathPing   = "/localapi/v0/ping"
+	pathDown   = "/localapi/v0/down"
+)
+
+// Status is what `mcpmesh status` shows.
+type Status struct {
+	Name          string       `json:"name"`
+	ID            string       `json:"id"`
+	Addresses     []netip.Addr `json:"addresses"`
+	ListenPort    uint16       `json:"listenPort"`
+	Coordinator   string       `json:"coordinator"`
+	Connected     bool         `json:"connected"`
+	ControlError  string       `json:"controlError,omitempty"`
+	SVIDExpires   time.Time    `json:"svidExpires"`
+	NetmapVersion uint64       `json:"netmapVersion"`
+	NetmapExpires time.Time    `json:"netmapExpires"`
+	Peers         []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one peer as this node sees it.
+type PeerStatus struct {
+	Name          string         `json:"name"`
+	ID            string         `json:"id"`
+	Addresses     []netip.Addr   `json:"addresses"`
+	Endpoint      netip.AddrPort `json:"endpoint"`
+	LastHandshake time.Time      `json:"lastHandshake"`
+	RxBytes       uint64         `json:"rxBytes"`
+	TxBytes       uint64         `json:"txBytes"`
+}
+
+// PingResult is the answer to a ping.
+type PingResult struct {
+	Peer    string        `json:"peer"`
+	Address netip.Addr    `json:"address"`
+	RTT     time.Duration `json:"rtt"`
+}
+
+// Backend is what the node daemon provides.
+type Backend interface {
+	Status() (*Status, error)
+	Ping(ctx context.Context, peer string) (*PingResult, error)
+	// Down asks the daemon to leave the mesh and exit.
+	Down()
+}
+
+// Listen opens the socket at path, replacing a stale one, readable and
+// writable by the owner only.
+func Listen(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("localapi: a node is already running on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("localapi: remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("localapi: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("localapi: chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Handler returns the route table for b.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.Status()
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, st)
+	})
+	m.HandleFunc("POST "+pathPing, func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		res, err := b.Ping(ctx, r.URL.Query().Get("peer"))
+		if err != nil {
+			writeErr(w, http.StatusBadGateway, err)
+			return
+		}
+		writeJSON(w, res)
+	})
+	m.HandleFunc("POST "+pathDown, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		log.Info("down requested over LocalAPI")
+		go b.Down()
+	})
+	return m
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) // the CLI went away; nothing to do
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}
+
+// Client talks to a node's LocalAPI.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{socket: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// Status fetches the node's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	return &st, c.do(ctx, http.MethodGet, pathStatus, nil, &st)
+}
+
+// Ping pings a peer by name through the mesh.
+func (c *Client) Ping(ctx context.Context, peer string) (*PingResult, error) {
+	var res PingResult
+	return &res, c.do(ctx, http.MethodPost, pathPing, url.Values{"peer": {peer}}, &res)
+}
+
+// Down asks the node to exit.
+func (c *Client) Down(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, pathDown, nil, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	u := "http://local" + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("no node is running with its socket at %s (start one with `mcpmesh up`, or pass --state): %w", c.socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("localapi: read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("localapi: HTTP %d", resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("localapi: malformed answer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,515 @@
+// Package node is the mcpmesh daemon that runs on every host: it enrolls
+// with the coordinator once, keeps its keys and SVID in its state directory
+// (renewing the SVID at half-life), runs the WireGuard tunnel, applies the
+// signed netmaps it receives, and serves the LocalAPI for the CLI. It is the
+// glue of the node; nothing imports it back but cmd and tests.
+package node
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/node/controlclient"
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/tunnel"
+	"github.com/mcpmesh/mcpmesh/tunnel/netstack"
+)
+
+// keepalive keeps NAT and firewall state open and makes a dead peer visible
+// in its last-handshake time.
+const keepalive = 25 * time.Second
+
+// Config starts a node. Only StateDir is always required; Coordinator and
+// Token are needed the first time, to enroll.
+type Config struct {
+	StateDir    string
+	Coordinator string // https://host:port
+	Token       string // join token, first start only
+	Hostname    string // default: the host's name, made a valid DNS label
+	// ListenPort is WireGuard's UDP port; 0 picks a free one.
+	ListenPort uint16
+	// Advertise overrides the endpoint peers use ("ip:port").
+	Advertise string
+	// SocketPath is the LocalAPI socket; "" means StateDir/mcpmesh.sock
+	// and "-" disables the LocalAPI.
+	SocketPath string
+	Logger     *slog.Logger
+	// NewTunnel builds the data plane; nil means userspace (netstack).
+	NewTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error)
+}
+
+// Node is a running node daemon.
+type Node struct {
+	log    *slog.Logger
+	state  stateDir
+	cfg    Config
+	enr    *enrolled
+	idKey  crypto.Signer
+	td     spiffeid.TrustDomain
+	tun    tunnel.Tunnel
+	svid   *identity.RotatingSVID
+	client *controlclient.Client
+
+	mu struct {
+		sync.Mutex
+		netmap      *controlclient.Netmap
+		byKey       map[tunnel.Key]api.Peer
+		connected   bool
+		controlErr  error
+		svidExpires time.Time
+	}
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	done     chan struct{}
+	downOnce sync.Once
+	localLn  net.Listener
+	localSrv *http.Server
+}
+
+// Start brings a node up: enrollment if it never enrolled, then the tunnel
+// with the last verified netmap, then the control stream in the background.
+// It returns once the tunnel is up; the node runs until Close or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("node: a state directory is required (--state)")
+	}
+	n := &Node{log: cfg.Logger, state: stateDir{cfg.StateDir}, cfg: cfg, done: make(chan struct{})}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if err := n.state.ensure(); err != nil {
+		return nil, err
+	}
+	wgKey, err := n.state.wireGuardKey()
+	if err != nil {
+		return nil, err
+	}
+	if n.idKey, err = n.state.identityKey(); err != nil {
+		return nil, err
+	}
+	if n.enr, err = n.state.enrolled(); err != nil {
+		return nil, err
+	}
+	if n.enr == nil {
+		if err := n.enroll(ctx, wgKey); err != nil {
+			return nil, err
+		}
+	} else if cfg.Token != "" {
+		n.log.Info("already enrolled; ignoring the join token", "node", n.enr.Name)
+	}
+	if err := n.loadIdentity(); err != nil {
+		return nil, err
+	}
+	if err := n.startTunnel(wgKey); err != nil {
+		return nil, err
+	}
+	if err := n.startLocalAPI(); err != nil {
+		n.tun.Close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.runControl(runCtx) }()
+	go func() { defer n.wg.Done(); n.runRenewal(runCtx) }()
+	return n, nil
+}
+
+// DefaultHostname turns the host's name into a valid node name.
+func DefaultHostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "node"
+	}
+	h = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	var b strings.Builder
+	for _, r := range h {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	s := strings.Trim(b.String(), "-")
+	if s == "" {
+		return "node"
+	}
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
+func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
+	if n.cfg.Token == "" || n.cfg.Coordinator == "" {
+		return fmt.Errorf("node: %s holds no enrollment; pass --coordinator URL and --token TOKEN (from `mcpmesh token create`)", n.state.dir)
+	}
+	tok, err := identity.ParseToken(n.cfg.Token)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	name := n.cfg.Hostname
+	if name == "" {
+		name = DefaultHostname()
+	}
+	if err := identity.ValidateNodeName(name); err != nil {
+		return fmt.Errorf("node: --hostname: %w", err)
+	}
+	// The CSR is for the trust domain the token's CA will confirm; the CA
+	// refuses it unless the ID is exactly the node's, so the domain is
+	// learnt from the bootstrap handshake's answer below.
+	pub, err := publicKey(wgKey)
+	if err != nil {
+		return err
+	}
+	csrFor := func(td spiffeid.TrustDomain) ([]byte, spiffeid.ID, error) {
+		id, err := identity.NodeID(td, name)
+		if err != nil {
+			return nil, id, err
+		}
+		csr, err := identity.NewCSR(n.idKey, id)
+		return csr, id, err
+	}
+	td, err := controlclient.TrustDomainOf(ctx, n.cfg.Coordinator, tok)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	csr, id, err := csrFor(td)
+	if err != nil {
+		return err
+	}
+	resp, err := controlclient.Enroll(ctx, n.cfg.Coordinator, tok, api.EnrollRequest{
+		Hostname:     name,
+		WireGuardKey: pub.String(),
+		CSR:          csr,
+		Endpoint:     api.EndpointInfo{ListenPort: n.cfg.ListenPort, Advertise: n.cfg.Advertise},
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := n.state.saveSVID(resp.SVID, resp.Bundle); err != nil {
+		return err
+	}
+	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: n.cfg.Coordinator, NetmapKey: resp.NetmapKey}
+	if err := n.state.saveEnrolled(n.enr); err != nil {
+		return err
+	}
+	// The enrollment's own record seeds the netmap (version 0: any map from
+	// the coordinator supersedes it) so the tunnel has its addresses.
+	if err := n.state.saveNetmap(&controlclient.Netmap{Self: resp.Node, Peers: map[string]api.Peer{}}); err != nil {
+		return err
+	}
+	n.log.Info("enrolled", "node", name, "id", id, "addresses", resp.Node.Addresses)
+	return nil
+}
+
+func (n *Node) loadIdentity() error {
+	cred, err := n.state.credential(n.idKey)
+	if err != nil {
+		return err
+	}
+	id, err := cred.ID()
+	if err != nil {
+		return err
+	}
+	if id.String() != n.enr.ID {
+		return fmt.Errorf("node: SVID is for %s but the node enrolled as %s", id, n.enr.ID)
+	}
+	n.td = id.TrustDomain()
+	svid, err := cred.SVID()
+	if err != nil {
+		return err
+	}
+	n.svid = identity.NewRotatingSVID(svid)
+	n.mu.svidExpires = cred.Certs[0].NotAfter
+	bundle := x509bundle.FromX509Authorities(n.td, cred.Roots)
+	n.client, err = controlclient.New(controlclient.Config{
+		URL:       n.enr.Coordinator,
+		Node:      n.enr.Name,
+		SVID:      n.svid,
+		Bundle:    bundle,
+		NetmapKey: ed25519.PublicKey(n.enr.NetmapKey),
+		Logger:    n.log,
+	})
+	return err
+}
+
+func (n *Node) startTunnel(wgKey tunnel.Key) error {
+	nm, err := n.state.netmap()
+	if err != nil {
+		return err
+	}
+	if nm == nil || len(nm.Self.Addresses) == 0 {
+		return fmt.Errorf("node: %s has no netmap with this node's addresses; remove the state directory and enroll again", n.state.dir)
+	}
+	newTun := n.cfg.NewTunnel
+	if newTun == nil {
+		newTun = func(c tunnel.Config, log *slog.Logger) (tunnel.Tunnel, error) {
+			return netstack.New(c, netstack.WithLogger(log))
+		}
+	}
+	n.tun, err = newTun(tunnel.Config{PrivateKey: wgKey, Addresses: nm.Self.Addresses, ListenPort: n.cfg.ListenPort}, n.log)
+	if err != nil {
+		return fmt.Errorf("node: tunnel: %w", err)
+	}
+	// DESIGN rule 5: the last verified map keeps the mesh up while the
+	// coordinator is away, until it expires.
+	if nm.Version > 0 && time.Now().After(nm.Expires) {
+		n.log.Warn("the saved netmap has expired; waiting for the coordinator", "expired", nm.Expires)
+		nm = &controlclient.Netmap{Self: nm.Self, Peers: map[string]api.Peer{}}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.installLocked(nm)
+}
+
+// installLocked makes nm the current map and configures the tunnel with
+// exactly its peers.
+func (n *Node) installLocked(nm *controlclient.Netmap) error {
+	peers := make([]tunnel.Peer, 0, len(nm.Peers))
+	byKey := make(map[tunnel.Key]api.Peer, len(nm.Peers))
+	for _, p := range nm.SortedPeers() {
+		k, err := tunnel.ParseKey(p.WireGuardKey)
+		if err != nil {
+			return fmt.Errorf("node: peer %s: %w", p.Name, err)
+		}
+		tp := tunnel.Peer{PublicKey: k, Endpoint: p.Endpoint, PersistentKeepalive: keepalive}
+		for _, a := range p.Addresses {
+			tp.AllowedIPs = append(tp.AllowedIPs, netip.PrefixFrom(a, a.BitLen()))
+		}
+		peers = append(peers, tp)
+		byKey[k] = p
+	}
+	if _, err := n.tun.SetPeers(peers); err != nil {
+		return fmt.Errorf("node: apply netmap v%d: %w", nm.Version, err)
+	}
+	n.mu.netmap = nm
+	n.mu.byKey = byKey
+	return nil
+}
+
+// netmapHandler adapts the node to controlclient.Handler.
+type netmapHandler struct{ n *Node }
+
+func (h netmapHandler) Version() uint64 {
+	h.n.mu.Lock()
+	defer h.n.mu.Unlock()
+	return h.n.mu.netmap.Version
+}
+
+func (h netmapHandler) Apply(m *api.NetmapMessage) error {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	next, err := n.mu.netmap.Apply(n.enr.Name, m)
+	if err != nil {
+		return err
+	}
+	if err := n.state.saveNetmap(next); err != nil {
+		return err
+	}
+	if err := n.installLocked(next); err != nil {
+		return err
+	}
+	n.mu.connected, n.mu.controlErr = true, nil
+	n.log.Debug("netmap applied", "version", next.Version, "full", m.Full, "peers", len(next.Peers))
+	return nil
+}
+
+func (h netmapHandler) Connected(ctx context.Context) error {
+	n := h.n
+	n.mu.Lock()
+	n.mu.connected = false
+	n.mu.Unlock()
+	return n.client.SetEndpoint(ctx, api.EndpointInfo{ListenPort: n.tun.ListenPort(), Advertise: n.cfg.Advertise})
+}
+
+func (n *Node) runControl(ctx context.Context) {
+	err := n.client.Run(ctx, netmapHandler{n})
+	if ctx.Err() != nil {
+		return
+	}
+	n.mu.Lock()
+	n.mu.connected, n.mu.controlErr = false, err
+	n.mu.Unlock()
+	n.log.Error("coordinator refused this node; the mesh stays as last seen until the netmap expires", "err", err)
+}
+
+// runRenewal renews the SVID at half its lifetime, retrying with backoff.
+// The tunnel does not depend on the SVID, so renewal never drops traffic.
+func (n *Node) runRenewal(ctx context.Context) {
+	retry := time.Second
+	for {
+		n.mu.Lock()
+		leaf, _ := n.svid.GetX509SVID()
+		n.mu.Unlock()
+		cert := leaf.Certificates[0]
+		at := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(at)):
+		}
+		for {
+			err := n.renew(ctx)
+			if err == nil {
+				retry = time.Second
+				break
+			}
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Permanent() {
+				n.log.Error("SVID renewal refused", "err", err)
+				return
+			}
+			n.log.Warn("SVID renewal failed; retrying", "err", err, "in", retry)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+			retry = min(retry*2, time.Minute)
+		}
+	}
+}
+
+func (n *Node) renew(ctx context.Context) error {
+	id, err := spiffeid.FromString(n.enr.ID)
+	if err != nil {
+		return err
+	}
+	csr, err := identity.NewCSR(n.idKey, id)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := n.client.Renew(rctx, csr)
+	if err != nil {
+		return err
+	}
+	certs, err := identity.ParseCertsPEM(resp.SVID)
+	if err != nil {
+		return fmt.Errorf("node: renewed SVID: %w", err)
+	}
+	roots, err := identity.ParseCertsPEM(resp.Bundle)
+	if err != nil {
+		return fmt.Errorf("node: renewed bundle: %w", err)
+	}
+	cred := &identity.Credential{Certs: certs, Key: n.idKey, Roots: roots}
+	got, err := identity.VerifySVID(certs, cred.TrustBundle(n.td))
+	if err != nil || got != id {
+		return fmt.Errorf("node: renewed SVID does not verify as %s: %v", id, err)
+	}
+	svid, err := cred.SVID()
+	if err != nil {
+		return err
+	}
+	if err := n.state.saveSVID(resp.SVID, resp.Bundle); err != nil {
+		return err
+	}
+	n.svid.Set(svid)
+	n.mu.Lock()
+	n.mu.svidExpires = certs[0].NotAfter
+	n.mu.Unlock()
+	n.log.Info("SVID renewed", "expires", certs[0].NotAfter)
+	return nil
+}
+
+func (n *Node) startLocalAPI() error {
+	path := n.cfg.SocketPath
+	if path == "-" {
+		return nil
+	}
+	if path == "" {
+		path = filepath.Join(n.state.dir, SocketName)
+	}
+	ln, err := localapi.Listen(path)
+	if err != nil {
+		return err
+	}
+	n.localLn = ln
+	n.localSrv = &http.Server{Handler: localapi.Handler(n, n.log), ReadHeaderTimeout: 5 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.localSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("LocalAPI", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.enr.Name }
+
+// ID is the node's SPIFFE ID.
+func (n *Node) ID() string { return n.enr.ID }
+
+// Tunnel is the node's data plane, for services that listen on the mesh.
+func (n *Node) Tunnel() tunnel.Tunnel { return n.tun }
+
+// Addresses are the node's mesh addresses.
+func (n *Node) Addresses() []netip.Addr { return n.tun.Addresses() }
+
+// WhoIs maps a mesh source address to the peer that owns it under the
+// current netmap (DESIGN rule 2: identity comes from the tunnel).
+func (n *Node) WhoIs(addr netip.Addr) (api.Peer, error) {
+	k, err := n.tun.WhoIs(addr.Unmap())
+	if err != nil {
+		return api.Peer{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.mu.byKey[k]
+	if !ok {
+		return api.Peer{}, tunnel.ErrNoPeer
+	}
+	return p, nil
+}
+
+// Netmap returns a copy of the current netmap.
+func (n *Node) Netmap() *controlclient.Netmap {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.netmap.Clone()
+}
+
+// Done is closed when the node has stopped (Close, or Down over LocalAPI).
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Down stops the node; it implements localapi.Backend.
+func (n *Node) Down() { _ = n.Close() }
+
+// Close stops the node and releases its tunnel and socket. It is idempotent.
+func (n *Node) Close() error {
+	var err error
+	n.downOnce.Do(func() {
+		n.cancel()
+		if n.localSrv != nil {
+			n.localSrv.Close()
+		}
+		err = n.tun.Close()
+		n.wg.Wait()
+		n.client.Close()
+		close(n.done)
+	})
+	return err
+}

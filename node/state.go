@@ -1,0 +1,189 @@
+package node
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/node/controlclient"
+	"github.com/mcpmesh/mcpmesh/tunnel"
+)
+
+// Files of a node's state directory. Secrets are 0600 and every file is
+// written atomically, so a crash never leaves half a key behind.
+const (
+	fileWireGuardKey = "wireguard.key"
+	fileIdentityKey  = "identity.key"
+	fileSVID         = "svid.pem"
+	fileBundle       = "bundle.pem"
+	fileNode         = "node.json"
+	fileNetmap       = "netmap.json"
+	// SocketName is the LocalAPI's unix socket inside the state directory.
+	SocketName = "mcpmesh.sock"
+)
+
+// enrolled is what enrollment decided, kept so a restart needs no token.
+type enrolled struct {
+	Name        string `json:"name"`
+	ID          string `json:"id"`
+	Coordinator string `json:"coordinator"`
+	NetmapKey   []byte `json:"netmapKey"`
+}
+
+// stateDir reads and writes one node's state directory.
+type stateDir struct{ dir string }
+
+func (s stateDir) path(name string) string { return filepath.Join(s.dir, name) }
+
+func (s stateDir) ensure() error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("node: state directory %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// wireGuardKey loads the node's WireGuard private key, creating it once.
+func (s stateDir) wireGuardKey() (tunnel.Key, error) {
+	var k tunnel.Key
+	b, err := os.ReadFile(s.path(fileWireGuardKey))
+	if err == nil {
+		return tunnel.ParseKey(strings.TrimSpace(string(b)))
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, fmt.Errorf("node: %w", err)
+	}
+	if _, err := rand.Read(k[:]); err != nil {
+		return k, fmt.Errorf("node: generate WireGuard key: %w", err)
+	}
+	// Clamp as Curve25519 requires (wg genkey does the same).
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	if err := identity.WriteFileAtomic(s.path(fileWireGuardKey), []byte(k.String()+"\n"), 0o600); err != nil {
+		return k, err
+	}
+	return k, nil
+}
+
+// publicKey derives the WireGuard public key.
+func publicKey(priv tunnel.Key) (tunnel.Key, error) {
+	var pub tunnel.Key
+	k, err := ecdh.X25519().NewPrivateKey(priv[:])
+	if err != nil {
+		return pub, fmt.Errorf("node: derive WireGuard public key: %w", err)
+	}
+	copy(pub[:], k.PublicKey().Bytes())
+	return pub, nil
+}
+
+// identityKey loads the key the node's SVIDs are issued for, creating it once.
+func (s stateDir) identityKey() (crypto.Signer, error) {
+	b, err := os.ReadFile(s.path(fileIdentityKey))
+	if err == nil {
+		return identity.ParseKeyPEM(b)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	k, err := identity.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	pemKey, err := identity.EncodeKeyPEM(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := identity.WriteFileAtomic(s.path(fileIdentityKey), pemKey, 0o600); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// enrolled returns the enrollment record, or nil when the node never enrolled.
+func (s stateDir) enrolled() (*enrolled, error) {
+	b, err := os.ReadFile(s.path(fileNode))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var e enrolled
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("node: %s: %w", fileNode, err)
+	}
+	if len(e.NetmapKey) != ed25519.PublicKeySize || e.Name == "" || e.Coordinator == "" {
+		return nil, fmt.Errorf("node: %s is incomplete; remove the state directory and enroll again", s.path(fileNode))
+	}
+	return &e, nil
+}
+
+func (s stateDir) saveEnrolled(e *enrolled) error {
+	b, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return fmt.Errorf("node: encode %s: %w", fileNode, err)
+	}
+	return identity.WriteFileAtomic(s.path(fileNode), append(b, '\n'), 0o600)
+}
+
+// credential loads the SVID chain and bundle, paired with the identity key.
+func (s stateDir) credential(key crypto.Signer) (*identity.Credential, error) {
+	cb, err := os.ReadFile(s.path(fileSVID))
+	if err != nil {
+		return nil, fmt.Errorf("node: SVID: %w", err)
+	}
+	certs, err := identity.ParseCertsPEM(cb)
+	if err != nil {
+		return nil, fmt.Errorf("node: SVID: %w", err)
+	}
+	bb, err := os.ReadFile(s.path(fileBundle))
+	if err != nil {
+		return nil, fmt.Errorf("node: bundle: %w", err)
+	}
+	roots, err := identity.ParseCertsPEM(bb)
+	if err != nil {
+		return nil, fmt.Errorf("node: bundle: %w", err)
+	}
+	return &identity.Credential{Certs: certs, Key: key, Roots: roots}, nil
+}
+
+// saveSVID writes a new SVID chain and bundle (bundle first, so a crash in
+// between leaves an old SVID that the new bundle still verifies).
+func (s stateDir) saveSVID(svidPEM, bundlePEM []byte) error {
+	if err := identity.WriteFileAtomic(s.path(fileBundle), bundlePEM, 0o644); err != nil {
+		return err
+	}
+	return identity.WriteFileAtomic(s.path(fileSVID), svidPEM, 0o600)
+}
+
+// netmap loads the last verified netmap, or nil.
+func (s stateDir) netmap() (*controlclient.Netmap, error) {
+	b, err := os.ReadFile(s.path(fileNetmap))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var nm controlclient.Netmap
+	if err := json.Unmarshal(b, &nm); err != nil {
+		return nil, fmt.Errorf("node: %s: %w", fileNetmap, err)
+	}
+	return &nm, nil
+}
+
+func (s stateDir) saveNetmap(nm *controlclient.Netmap) error {
+	b, err := json.Marshal(nm)
+	if err != nil {
+		return fmt.Errorf("node: encode netmap: %w", err)
+	}
+	return identity.WriteFileAtomic(s.path(fileNetmap), b, 0o600)
+}

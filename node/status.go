@@ -1,0 +1,70 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/tunnel"
+)
+
+// Status implements localapi.Backend: the node, its identity and every peer
+// with what WireGuard knows of it.
+func (n *Node) Status() (*localapi.Status, error) {
+	wg, err := n.tun.Peers()
+	if err != nil {
+		return nil, fmt.Errorf("node: tunnel status: %w", err)
+	}
+	byKey := make(map[tunnel.Key]tunnel.PeerStatus, len(wg))
+	for _, p := range wg {
+		byKey[p.PublicKey] = p
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := &localapi.Status{
+		Name:          n.enr.Name,
+		ID:            n.enr.ID,
+		Addresses:     n.tun.Addresses(),
+		ListenPort:    n.tun.ListenPort(),
+		Coordinator:   n.enr.Coordinator,
+		Connected:     n.mu.connected,
+		SVIDExpires:   n.mu.svidExpires,
+		NetmapVersion: n.mu.netmap.Version,
+		NetmapExpires: n.mu.netmap.Expires,
+	}
+	if n.mu.controlErr != nil {
+		st.ControlError = n.mu.controlErr.Error()
+	}
+	for _, p := range n.mu.netmap.SortedPeers() {
+		ps := localapi.PeerStatus{Name: p.Name, ID: p.ID, Addresses: p.Addresses, Endpoint: p.Endpoint}
+		if k, err := tunnel.ParseKey(p.WireGuardKey); err == nil {
+			w := byKey[k]
+			ps.LastHandshake, ps.RxBytes, ps.TxBytes = w.LastHandshake, w.RxBytes, w.TxBytes
+			if w.Endpoint.IsValid() {
+				ps.Endpoint = w.Endpoint
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st, nil
+}
+
+// Ping implements localapi.Backend: one ICMP echo through the tunnel to the
+// peer's mesh IPv4 (or its first address).
+func (n *Node) Ping(ctx context.Context, name string) (*localapi.PingResult, error) {
+	n.mu.Lock()
+	p, ok := n.mu.netmap.Peers[name]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no peer named %q in this node's netmap (see `mcpmesh status`)", name)
+	}
+	if len(p.Addresses) == 0 {
+		return nil, fmt.Errorf("peer %q has no mesh address", name)
+	}
+	addr := p.Addresses[0]
+	rtt, err := n.tun.Ping(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("ping %s (%s): %w", name, addr, err)
+	}
+	return &localapi.PingResult{Peer: name, Address: addr, RTT: rtt}, nil
+}
