@@ -104,9 +104,9 @@ func enrollError(err error) (int, string) {
 	case errors.Is(err, store.ErrTokenUsed):
 		return http.StatusForbidden, "join token was already used; tokens are single-use unless created with --reusable"
 	case errors.Is(err, store.ErrNameTaken):
-		return http.StatusConflict, err.Error() + "; choose another --hostname"
+		return http.StatusConflict, "a node with this name is already enrolled; choose another --hostname"
 	case errors.Is(err, store.ErrRevoked):
-		return http.StatusForbidden, err.Error()
+		return http.StatusForbidden, "a node with this name was revoked and cannot enroll again; choose another --hostname"
 	}
 	return http.StatusInternalServerError, "enrollment failed: " + err.Error()
 }

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -333,5 +332,3 @@ func remoteIP(r *http.Request) netip.Addr {
 	}
 	return ap.Addr().Unmap()
 }
-
-func trimTag(t string) string { return strings.TrimSpace(t) }

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator"
+)
+
+func runCoordinator(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError{"want a subcommand: init or run"}
+	}
+	switch args[0] {
+	case "init":
+		return coordinatorInit(e, args[1:])
+	case "run":
+		return coordinatorRun(ctx, e, args[1:])
+	}
+	return usageError{fmt.Sprintf("unknown subcommand %q; want init or run", args[0])}
+}
+
+func coordinatorInit(e *env, args []string) error {
+	fs := newFlags(e, "coordinator init")
+	data := fs.String("data", "", "data directory to create (CA, netmap key, admin credential, store)")
+	td := fs.String("trust-domain", "", "SPIFFE trust domain, e.g. acme.internal")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *data == "" || *td == "" {
+		return usageError{"--data and --trust-domain are required"}
+	}
+	if err := coordinator.Init(*data, *td, time.Now()); err != nil {
+		return err
+	}
+	admin, err := filepath.Abs(filepath.Join(*data, coordinator.FileAdmin))
+	if err != nil {
+		return err
+	}
+	saveAdminContext(e, func(c *adminContext) { c.Admin = admin })
+	fmt.Fprintf(e.stderr, "coordinator for spiffe://%s initialised in %s\nadmin credential: %s (keep it secret)\nnext: mcpmesh coordinator run --data %s --listen 127.0.0.1:7443\n", *td, *data, admin, *data)
+	return nil
+}
+
+func coordinatorRun(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "coordinator run")
+	data := fs.String("data", "", "data directory written by `coordinator init`")
+	listen := fs.String("listen", "127.0.0.1:7443", "address for the control API (HTTPS)")
+	svidTTL := fs.Duration("svid-ttl", coordinator.DefaultSVIDTTL, "lifetime of node SVIDs; nodes renew at half-life")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *data == "" {
+		return usageError{"--data is required"}
+	}
+	log, err := newLogger(e, *logLevel)
+	if err != nil {
+		return err
+	}
+	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	url := "https://" + announceAddr(ln.Addr())
+	admin, _ := filepath.Abs(filepath.Join(*data, coordinator.FileAdmin))
+	saveAdminContext(e, func(c *adminContext) { c.Coordinator, c.Admin = url, admin })
+	log.Info("coordinator listening", "url", url, "trust_domain", srv.TrustDomain().Name(), "ca", srv.CAFingerprint().String())
+	return srv.Serve(ctx, ln)
+}
+
+// announceAddr turns a wildcard listen address into one a local client can dial.
+func announceAddr(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()).String()
+	}
+	return ap.String()
+}
+
+func newLogger(e *env, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+)
+
+func runUp(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "up")
+	coord := fs.String("coordinator", "", "coordinator URL, e.g. https://10.0.0.1:7443 (first start)")
+	token := fs.String("token", "", "join token from `mcpmesh token create` (first start)")
+	state := fs.String("state", defaultStateDir(e), "state directory (keys, SVID, last netmap, LocalAPI socket)")
+	hostname := fs.String("hostname", "", "node name (default: this host's name)")
+	port := fs.Uint("listen-port", 0, "WireGuard UDP port (default: any free port)")
+	advertise := fs.String("advertise", "", "endpoint peers should use, ip:port (default: the address the coordinator sees)")
+	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *tun {
+		return errors.New("--tun: kernel TUN mode is not available in this build yet; run without --tun for userspace mode")
+	}
+	if *port > 65535 {
+		return usageError{"--listen-port must be at most 65535"}
+	}
+	log, err := newLogger(e, *logLevel)
+	if err != nil {
+		return err
+	}
+	n, err := node.Start(ctx, node.Config{
+		StateDir:    *state,
+		Coordinator: *coord,
+		Token:       strings.TrimSpace(*token),
+		Hostname:    *hostname,
+		ListenPort:  uint16(*port),
+		Advertise:   *advertise,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("node up", "name", n.Name(), "id", n.ID(), "addresses", n.Addresses(), "socket", filepath.Join(*state, node.SocketName))
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; leaving the mesh")
+	case <-n.Done():
+	}
+	return n.Close()
+}
+
+func stateFlag(e *env, fs interface {
+	String(name, value, usage string) *string
+}) *string {
+	return fs.String("state", defaultStateDir(e), "state directory of the node (holds the LocalAPI socket)")
+}
+
+func localClient(state string) *localapi.Client {
+	return localapi.NewClient(filepath.Join(state, node.SocketName))
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "status")
+	state := stateFlag(e, fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	st, err := localClient(*state).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, st)
+	}
+	conn := "connected"
+	if !st.Connected {
+		conn = "not connected"
+		if st.ControlError != "" {
+			conn += ": " + st.ControlError
+		}
+	}
+	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        expires %s (in %s)\ncoordinator: %s (%s)\nnetmap:      v%d\n\n",
+		st.Name, st.ID, joinAddrs(st.Addresses), st.SVIDExpires.Local().Format(time.RFC3339),
+		time.Until(st.SVIDExpires).Round(time.Second), st.Coordinator, conn, st.NetmapVersion)
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tMESH IP\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		ep := "-"
+		if p.Endpoint.IsValid() {
+			ep = p.Endpoint.String()
+		}
+		ip := "-"
+		if len(p.Addresses) > 0 {
+			ip = p.Addresses[0].String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, ip, ep, ago(p.LastHandshake), p.RxBytes, p.TxBytes)
+	}
+	if len(st.Peers) == 0 {
+		fmt.Fprintln(tw, "(no peers)")
+	}
+	return tw.Flush()
+}
+
+func runPing(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "ping")
+	state := stateFlag(e, fs)
+	count := fs.Int("c", 1, "number of pings")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	peer := pos[0]
+	c := localClient(*state)
+	for i := 0; i < max(*count, 1); i++ {
+		res, err := c.Ping(ctx, peer)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "pong from %s (%s) in %s\n", res.Peer, res.Address, res.RTT.Round(time.Microsecond))
+	}
+	return nil
+}
+
+func runDown(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "down")
+	state := stateFlag(e, fs)
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if err := localClient(*state).Down(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stderr, "node is leaving the mesh")
+	return nil
+}
