@@ -258,6 +258,12 @@ func (s *Server) nodeOnly(h http.HandlerFunc) http.HandlerFunc {
 			httpError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
+		// A connection outlives the certificate that opened it; a request
+		// on one whose SVID has since expired is refused.
+		if !s.now().Before(leaf.NotAfter) {
+			httpError(w, http.StatusUnauthorized, "the SVID this connection was opened with has expired; reconnect")
+			return
+		}
 		s.mu.Lock()
 		n, ok := s.mu.nodes[name]
 		revoked := ok && n.Revoked()

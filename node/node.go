@@ -74,6 +74,9 @@ type Node struct {
 		connected   bool
 		controlErr  error
 		svidExpires time.Time
+		// svidReceived is when the node got the current SVID (or loaded
+		// it at start), the base of its renewal time.
+		svidReceived time.Time
 	}
 
 	cancel   context.CancelFunc
@@ -239,7 +242,7 @@ func (n *Node) loadIdentity() error {
 		return err
 	}
 	n.svid = identity.NewRotatingSVID(svid)
-	n.mu.svidExpires = cred.Certs[0].NotAfter
+	n.mu.svidExpires, n.mu.svidReceived = cred.Certs[0].NotAfter, time.Now()
 	bundle := x509bundle.FromX509Authorities(n.td, cred.Roots)
 	n.client, err = controlclient.New(controlclient.Config{
 		URL:       n.enr.Coordinator,
@@ -353,16 +356,16 @@ func (n *Node) runControl(ctx context.Context) {
 	n.log.Error("coordinator refused this node; the mesh stays as last seen until the netmap expires", "err", err)
 }
 
-// runRenewal renews the SVID at half its lifetime, retrying with backoff.
-// The tunnel does not depend on the SVID, so renewal never drops traffic.
+// runRenewal renews the SVID at half its remaining lifetime (counted from
+// when the node got it, since the CA backdates NotBefore), retrying with
+// backoff. The tunnel does not depend on the SVID, so renewal never drops
+// traffic.
 func (n *Node) runRenewal(ctx context.Context) {
 	retry := time.Second
 	for {
 		n.mu.Lock()
-		leaf, _ := n.svid.GetX509SVID()
+		at := n.mu.svidReceived.Add(n.mu.svidExpires.Sub(n.mu.svidReceived) / 2)
 		n.mu.Unlock()
-		cert := leaf.Certificates[0]
-		at := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
 		select {
 		case <-ctx.Done():
 			return
@@ -427,7 +430,7 @@ func (n *Node) renew(ctx context.Context) error {
 	}
 	n.svid.Set(svid)
 	n.mu.Lock()
-	n.mu.svidExpires = certs[0].NotAfter
+	n.mu.svidExpires, n.mu.svidReceived = certs[0].NotAfter, time.Now()
 	n.mu.Unlock()
 	n.log.Info("SVID renewed", "expires", certs[0].NotAfter)
 	return nil

@@ -107,8 +107,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	td := cfg.Bundle.TrustDomain()
 	tc := identity.ClientTLSConfig(cfg.SVID, cfg.Bundle, identity.CoordinatorID(td))
+	// Every connection is new: a TLS connection proves the SVID it was
+	// opened with, so after a renewal no request may ride an old one.
 	newTransport := func() *http.Transport {
-		return &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
+		return &http.Transport{TLSClientConfig: tc.Clone(), DisableKeepAlives: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
 	}
 	return &Client{
 		base:      u,

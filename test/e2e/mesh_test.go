@@ -16,6 +16,8 @@ import (
 
 const echoPort = 7000
 
+type nodeT = node.Node
+
 // serveEcho runs a TCP echo server on the node's mesh address.
 func serveEcho(t *testing.T, n *node.Node) {
 	t.Helper()
