@@ -91,7 +91,9 @@ func TestFailedEnrollmentChangesNothing(t *testing.T) {
 		t.Fatalf("expired: %v", err)
 	}
 	failing := enrollment("t2", "d", now)
-	failing.AddrFor = func(uint64) (netip.Addr, netip.Addr, error) { return netip.Addr{}, netip.Addr{}, errors.New("exhausted") }
+	failing.AddrFor = func(uint64) (netip.Addr, netip.Addr, error) {
+		return netip.Addr{}, netip.Addr{}, errors.New("exhausted")
+	}
 	if _, _, err := s.Enroll(ctx, failing); err == nil {
 		t.Fatal("enrolled without addresses")
 	}
