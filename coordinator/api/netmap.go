@@ -56,12 +56,13 @@ type NetmapMessage struct {
 	RevokedSerials []string `json:"revokedSerials,omitempty"`
 }
 
-// SignedMessage is the envelope on the wire: the exact payload bytes and an
-// Ed25519 signature over signContext+payload. The payload is kept as bytes so
-// the verifier checks what was signed, never a re-encoding of it.
+// SignedMessage is the envelope on the wire: the payload, embedded as raw
+// JSON, and an Ed25519 signature over signContext+payload. The verifier
+// checks the payload's exact bytes as they arrived, never a re-encoding of
+// them, and embedding them raw (not base64) keeps deltas small.
 type SignedMessage struct {
-	Payload   []byte `json:"payload"`
-	Signature []byte `json:"sig"`
+	Payload   json.RawMessage `json:"payload"`
+	Signature []byte          `json:"sig"`
 }
 
 // Sign encodes m and signs it, returning one line (with trailing newline)

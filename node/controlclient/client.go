@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -90,7 +91,14 @@ type Client struct {
 	log       *slog.Logger
 	hc        *http.Client // requests with a timeout
 	stream    *http.Client // the long-lived netmap stream
+
+	// Counters of accepted netmap messages, for status and benchmarks.
+	messages, bytes atomic.Uint64
 }
+
+// Stats reports how many netmap messages were accepted and their total
+// size on the wire (heartbeats excluded).
+func (c *Client) Stats() (messages, bytes uint64) { return c.messages.Load(), c.bytes.Load() }
 
 // New builds a client. It does not connect.
 func New(cfg Config) (*Client, error) {

@@ -109,6 +109,8 @@ func (c *Client) streamOnce(ctx context.Context, h Handler) error {
 		if err := h.Apply(m); err != nil {
 			return fmt.Errorf("controlclient: refusing netmap v%d: %w", m.Version, err)
 		}
+		c.messages.Add(1)
+		c.bytes.Add(uint64(len(line) + 1))
 	}
 }
 

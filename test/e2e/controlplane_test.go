@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
+)
+
+// lightMesh enrolls n lightweight nodes and starts their streams.
+func lightMesh(t *testing.T, m *meshtest.Mesh, n int) []*meshtest.LightNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour), Reusable: true})
+	var out []*meshtest.LightNode
+	for i := 0; i < n; i++ {
+		l, err := meshtest.EnrollLight(ctx, m.URL, tok, fmt.Sprintf("light-%03d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Client.Close)
+		out = append(out, l)
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = l.Run(ctx) }()
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	for _, l := range out {
+		if err := l.WaitPeerCount(wctx, n-1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// joinCost enrolls one more node into a mesh of size n and returns the
+// bytes that an existing node received for it, and the size of a full map.
+func joinCost(t *testing.T, n int) (delta, full uint64) {
+	m := meshtest.New(t, meshtest.Options{})
+	nodes := lightMesh(t, m, n)
+	watcher := nodes[0]
+	_, fullBytes := watcher.Client.Stats()
+	msgs0, bytes0 := watcher.Client.Stats()
+	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := meshtest.EnrollLight(ctx, m.URL, tok, "joiner-xyz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.WaitPeerCount(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	msgs1, bytes1 := watcher.Client.Stats()
+	if msgs1-msgs0 != 1 {
+		t.Fatalf("one join sent %d messages to a peer, want 1", msgs1-msgs0)
+	}
+	if last := watcher.Last(); last.Full || len(last.Peers) != 1 || last.Peers[0].Name != "joiner-xyz" {
+		t.Fatalf("the join arrived as %+v, want a delta naming only the joiner", last)
+	}
+	return bytes1 - bytes0, fullBytes
+}
+
+// TestOneJoinCostsEachPeerConstantBytes: one node joining sends every other
+// node one small delta whose size does not grow with the mesh.
+func TestOneJoinCostsEachPeerConstantBytes(t *testing.T) {
+	small, smallFull := joinCost(t, 4)
+	large, largeFull := joinCost(t, 64)
+	t.Logf("join delta: %d bytes at 4 nodes, %d bytes at 64 nodes (full maps %d and %d bytes)", small, large, smallFull, largeFull)
+	if largeFull < 8*smallFull {
+		t.Fatalf("full map did not grow with the mesh (%d vs %d): the test measures nothing", largeFull, smallFull)
+	}
+	// Allow a few bytes for longer numbers (versions, addresses, times).
+	if large > small+16 || small > large+16 {
+		t.Fatalf("a join costs a peer %d bytes at 64 nodes but %d at 4: it grows with the mesh", large, small)
+	}
+}
