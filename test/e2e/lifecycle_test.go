@@ -70,6 +70,12 @@ func TestRevokedNodeLosesReachabilityToAllOthersWithinASecond(t *testing.T) {
 	}
 	mustEcho(t, a, b) // the others are unaffected
 
+	// Its SVID serials are published as revoked to the remaining nodes.
+	cSerial := readCredential(t, m.NodeDir("node-c")).Certs[0].SerialNumber.Text(16)
+	if !slices.Contains(a.Netmap().RevokedSerials, cSerial) {
+		t.Errorf("node-a's netmap does not list node-c's serial %s as revoked: %v", cSerial, a.Netmap().RevokedSerials)
+	}
+
 	// The revoked node is refused by the coordinator from now on.
 	nodes, err := m.Admin.Nodes(context.Background())
 	if err != nil {

@@ -1,0 +1,227 @@
+// Package cli runs the real mcpmesh binary the way a user and scripts do:
+// separate processes for the coordinator and each node, talking over
+// loopback, and checks the CLI contract (token alone on stdout, one-line
+// errors, exit status).
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mcpmesh-cli-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "mcpmesh")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/mcpmesh/mcpmesh/cmd/mcpmesh").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type cli struct {
+	t   *testing.T
+	env []string
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (c *cli) run(args ...string) result {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = c.env
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("run %v: %v", args, err)
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func (c *cli) ok(args ...string) result {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 0 {
+		c.t.Fatalf("mcpmesh %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// start runs a long-lived command (coordinator run, up) until the test ends.
+func (c *cli) start(name string, args ...string) *exec.Cmd {
+	c.t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = c.env
+	logf, err := os.Create(filepath.Join(c.t.TempDir(), name+".log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if c.t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			c.t.Logf("%s log:\n%s", name, b)
+		}
+	})
+	return cmd
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCLIRunsAMeshInSeparateProcesses(t *testing.T) {
+	dir := t.TempDir()
+	c := &cli{t: t, env: append(os.Environ(), "MCPMESH_CONFIG="+filepath.Join(dir, "admin.json"), "MCPMESH_STATE=", "MCPMESH_COORDINATOR=", "MCPMESH_ADMIN=")}
+	coord := filepath.Join(dir, "coord")
+	addr := freePort(t)
+	url := "https://" + addr
+
+	c.ok("coordinator", "init", "--data", coord, "--trust-domain", "acme.internal")
+	if r := c.run("coordinator", "init", "--data", coord, "--trust-domain", "acme.internal"); r.code != 1 || !strings.Contains(r.stderr, "refusing to overwrite") {
+		t.Fatalf("second init: %+v", r)
+	}
+	c.start("coordinator", "coordinator", "run", "--data", coord, "--listen", addr)
+	waitFor(t, "coordinator", func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	})
+
+	// The token is alone on stdout; the admin defaults from init/run work
+	// without flags, and explicit flags work too.
+	tokenRE := regexp.MustCompile(`^mcpmesh-1\.[A-Za-z0-9._-]+\n$`)
+	r := c.ok("token", "create", "--tags", "tag:server", "--ttl", "1h")
+	if !tokenRE.MatchString(r.stdout) {
+		t.Fatalf("token create stdout = %q, want the token alone", r.stdout)
+	}
+	tokA := strings.TrimSpace(r.stdout)
+	tokB := strings.TrimSpace(c.ok("token", "create", "--coordinator", url, "--data", coord).stdout)
+
+	stateA, stateB := filepath.Join(dir, "node-a"), filepath.Join(dir, "node-b")
+	c.start("node-a", "up", "--coordinator", url, "--token", tokA, "--state", stateA, "--hostname", "node-a")
+	c.start("node-b", "up", "--coordinator", url, "--token", tokB, "--state", stateB, "--hostname", "node-b")
+
+	waitFor(t, "node-a to see node-b", func() bool {
+		r := c.run("status", "--state", stateA)
+		return r.code == 0 && strings.Contains(r.stdout, "node-b")
+	})
+	st := c.ok("status", "--state", stateA).stdout
+	for _, want := range []string{"spiffe://acme.internal/node/node-a", "100.64.", "expires", "connected"} {
+		if !strings.Contains(st, want) {
+			t.Errorf("status lacks %q:\n%s", want, st)
+		}
+	}
+	if r := c.ok("ping", "node-b", "--state", stateA); !strings.Contains(r.stdout, "pong from node-b") {
+		t.Fatalf("ping: %+v", r)
+	}
+	if r := c.run("ping", "nobody", "--state", stateA); r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "no peer named") {
+		t.Fatalf("ping of unknown peer: %+v", r)
+	}
+
+	list := c.ok("nodes", "list").stdout
+	if !strings.Contains(list, "node-a") || !strings.Contains(list, "tag:server") || !strings.Contains(list, "online") {
+		t.Fatalf("nodes list:\n%s", list)
+	}
+
+	c.ok("nodes", "revoke", "node-b")
+	waitFor(t, "node-a to drop node-b", func() bool {
+		r := c.run("status", "--state", stateA)
+		return r.code == 0 && !strings.Contains(r.stdout, "node-b")
+	})
+	if r := c.run("ping", "node-b", "--state", stateA); r.code == 0 {
+		t.Fatal("ping to a revoked node succeeded")
+	}
+	if r := c.run("nodes", "revoke", "node-b"); r.code != 1 || !strings.Contains(r.stderr, "already revoked") {
+		t.Fatalf("second revoke: %+v", r)
+	}
+
+	c.ok("down", "--state", stateA)
+	waitFor(t, "node-a to exit", func() bool { return c.run("status", "--state", stateA).code != 0 })
+	if r := c.run("status", "--state", stateA); !strings.Contains(r.stderr, "no node is running") {
+		t.Fatalf("status of a stopped node: %+v", r)
+	}
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	c := &cli{t: t, env: append(os.Environ(), "MCPMESH_CONFIG="+filepath.Join(t.TempDir(), "admin.json"), "MCPMESH_COORDINATOR=", "MCPMESH_ADMIN=")}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"coordinator", "init"}, 2, "--data and --trust-domain are required"},
+		{[]string{"token", "create"}, 1, "which coordinator?"},
+		{[]string{"token", "create", "--coordinator", "https://127.0.0.1:1"}, 1, "admin credential"},
+		{[]string{"up", "--state", t.TempDir()}, 1, "--coordinator URL and --token"},
+		{[]string{"up", "--state", t.TempDir(), "--coordinator", "https://127.0.0.1:1", "--token", "garbage"}, 1, "malformed"},
+		{[]string{"status", "--state", t.TempDir()}, 1, "no node is running"},
+		{[]string{"ping"}, 2, "wrong number of arguments"},
+	} {
+		r := c.run(tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("mcpmesh %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.want)
+		}
+		if r.code == 1 && strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("mcpmesh %s: error is not one line: %q", strings.Join(tc.args, " "), r.stderr)
+		}
+	}
+}
