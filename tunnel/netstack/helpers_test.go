@@ -75,6 +75,7 @@ func mustSetPeers(t testing.TB, n *node, peers ...tunnel.Peer) {
 type echoServer struct {
 	mu      sync.Mutex
 	remotes []net.Addr
+	conns   []net.Conn
 	wg      sync.WaitGroup
 }
 
@@ -91,6 +92,7 @@ func serveEcho(t testing.TB, l net.Listener) *echoServer {
 			}
 			s.mu.Lock()
 			s.remotes = append(s.remotes, c.RemoteAddr())
+			s.conns = append(s.conns, c)
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
@@ -102,6 +104,12 @@ func serveEcho(t testing.TB, l net.Listener) *echoServer {
 	}()
 	t.Cleanup(func() {
 		l.Close()
+		// A peer that was cut off never sends its FIN: close our side.
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
 		s.wg.Wait()
 	})
 	return s
