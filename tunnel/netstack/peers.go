@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/hex"
 	"fmt"
@@ -75,7 +76,7 @@ func (t *Tunnel) applyPeersLocked(desired map[tunnel.Key]tunnel.Peer) (bool, err
 		return false, nil
 	}
 	for _, ks := range [][]tunnel.Key{removed, updated, added} {
-		slices.SortFunc(ks, func(a, b tunnel.Key) int { return strings.Compare(string(a[:]), string(b[:])) })
+		slices.SortFunc(ks, compareKey)
 	}
 
 	var b strings.Builder
@@ -175,6 +176,8 @@ func normalizePeers(peers []tunnel.Peer) (map[tunnel.Key]tunnel.Peer, error) {
 	return out, nil
 }
 
+func compareKey(a, b tunnel.Key) int { return bytes.Compare(a[:], b[:]) }
+
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
@@ -199,9 +202,7 @@ func (t *Tunnel) Peers() ([]tunnel.PeerStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(st, func(a, b tunnel.PeerStatus) int {
-		return strings.Compare(string(a.PublicKey[:]), string(b.PublicKey[:]))
-	})
+	slices.SortFunc(st, func(a, b tunnel.PeerStatus) int { return compareKey(a.PublicKey, b.PublicKey) })
 	return st, nil
 }
 
