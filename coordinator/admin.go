@@ -100,7 +100,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	n := *s.mu.nodes[name]
 	n.RevokedAt = s.now()
-	s.applyLocked(&n, version)
+	s.applyLocked(&n, version, store.EventRevoke)
 	s.log.Info("node revoked", "node", name, "version", version, "serials", len(serials))
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -81,7 +81,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: n.Name, Expires: leaf.NotAfter}); err != nil {
 		s.log.Error("record serial", "node", n.Name, "err", err)
 	}
-	s.applyLocked(&n, version)
+	s.applyLocked(&n, version, store.EventJoin)
 	s.log.Info("node enrolled", "node", n.Name, "id", n.ID, "ipv4", n.IPv4, "version", version)
 	writeJSON(w, http.StatusOK, api.EnrollResponse{
 		Node:      apiNode(&n, false),
@@ -177,7 +177,7 @@ func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {
 	if changed {
 		n := *s.mu.nodes[c.name]
 		n.Endpoint = ep
-		s.applyLocked(&n, version)
+		s.applyLocked(&n, version, store.EventEndpoint)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -8,10 +8,12 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
 )
 
 // maxPending is how many changed nodes a subscriber may fall behind by
@@ -26,10 +28,16 @@ type subscriber struct {
 	notify chan struct{} // capacity 1: "pending has something"
 	done   chan struct{} // closed to end the stream (revocation, replacement)
 	// Fields below are guarded by Server.mu.
-	pending map[string]struct{}
-	version uint64 // newest version the pending set brings the node to
-	resync  bool   // send a full map next
-	closed  bool
+	pending   map[string]struct{}
+	version   uint64 // newest version the pending set brings the node to
+	resync    bool   // send a full map next
+	recompute bool   // the node's whole view may have changed (policy, its services)
+	closed    bool
+	// view is the peer set last sent, kept under a policy so a change can
+	// be sent as the difference; nil in an open mesh, where it is "all".
+	view    map[string]struct{}
+	catalog []api.Service
+	bundle  *api.PolicyBundle
 }
 
 func (sub *subscriber) closeLocked() {
@@ -39,13 +47,24 @@ func (sub *subscriber) closeLocked() {
 	}
 }
 
+func (sub *subscriber) wakeLocked(version uint64) {
+	sub.version = version
+	select {
+	case sub.notify <- struct{}{}:
+	default:
+	}
+}
+
 // applyLocked installs n as the current record at version and tells every
 // subscriber. The caller holds s.mu and has already committed to the store.
-func (s *Server) applyLocked(n *store.Node, version uint64) {
+func (s *Server) applyLocked(n *store.Node, version uint64, kind string) {
 	cp := *n
 	s.mu.nodes[n.Name] = &cp
 	if version > s.mu.version {
 		s.mu.version = version
+	}
+	if kind != store.EventServices && kind != store.EventEndpoint {
+		s.mu.vis.nodeChanged(&cp)
 	}
 	for _, sub := range s.mu.subs {
 		if sub.closed {
@@ -55,25 +74,48 @@ func (s *Server) applyLocked(n *store.Node, version uint64) {
 			sub.closeLocked()
 			continue
 		}
+		if sub.node == n.Name && kind == store.EventServices {
+			sub.recompute = true
+		}
 		if len(sub.pending) >= maxPending {
 			sub.resync = true
 			clear(sub.pending)
 		} else if !sub.resync {
 			sub.pending[n.Name] = struct{}{}
 		}
-		sub.version = s.mu.version
-		select {
-		case sub.notify <- struct{}{}:
-		default:
-		}
+		sub.wakeLocked(s.mu.version)
 	}
 }
 
-// visibleLocked reports whether node a should have b as a WireGuard peer.
-// Until policy lands every enrolled node sees every other; revoked nodes
-// are seen by none.
-func (s *Server) visibleLocked(a, b *store.Node) bool {
-	return a.Name != b.Name && !b.Revoked() && !a.Revoked()
+// applyPolicyLocked installs a new policy and makes every stream recompute
+// its node's view.
+func (s *Server) applyPolicyLocked(pol *policy.Policy, policyVersion, version uint64) {
+	wasOpen := s.mu.vis.pol == nil
+	s.mu.vis.pol, s.mu.vis.polVer = pol, policyVersion
+	s.mu.vis.rebuild(s.mu.nodes, s.servicesLocked())
+	if version > s.mu.version {
+		s.mu.version = version
+	}
+	for _, sub := range s.mu.subs {
+		if sub.closed {
+			continue
+		}
+		if wasOpen {
+			sub.resync = true // no view was tracked; send the new one whole
+		}
+		sub.recompute = true
+		sub.wakeLocked(s.mu.version)
+	}
+}
+
+// servicesLocked lists the published services known to the visibility index
+// plus those of nodes that have none yet (used to rebuild it).
+func (s *Server) servicesLocked() []store.Service {
+	out := make([]store.Service, 0, len(s.mu.services))
+	for _, svc := range s.mu.services {
+		out = append(out, svc)
+	}
+	return out
 }
 
 func apiNode(n *store.Node, online bool) api.Node {
@@ -102,8 +144,9 @@ func apiPeer(n *store.Node) api.Peer {
 	}
 }
 
-// fullMapLocked builds the complete map for node at the current version.
-func (s *Server) fullMapLocked(self *store.Node, revoked []string) *api.NetmapMessage {
+// fullMapLocked builds the complete map for sub's node at the current
+// version and records what it sent.
+func (s *Server) fullMapLocked(sub *subscriber, self *store.Node, revoked []string) (*api.NetmapMessage, error) {
 	now := s.now()
 	m := &api.NetmapMessage{
 		Version:        s.mu.version,
@@ -115,17 +158,35 @@ func (s *Server) fullMapLocked(self *store.Node, revoked []string) *api.NetmapMe
 	}
 	sn := apiNode(self, true)
 	m.Self = &sn
-	for _, n := range s.mu.nodes {
-		if s.visibleLocked(self, n) {
-			m.Peers = append(m.Peers, apiPeer(n))
+	v := s.mu.vis
+	if v.pol == nil {
+		sub.view = nil
+		for _, n := range s.mu.nodes {
+			if v.visible(self, n) {
+				m.Peers = append(m.Peers, apiPeer(n))
+			}
+		}
+	} else {
+		sub.view = v.view(self)
+		for name := range sub.view {
+			m.Peers = append(m.Peers, apiPeer(s.mu.nodes[name]))
 		}
 	}
-	slices.SortFunc(m.Peers, func(a, b api.Peer) int { return compareStrings(a.Name, b.Name) })
-	return m
+	slices.SortFunc(m.Peers, func(a, b api.Peer) int { return strings.Compare(a.Name, b.Name) })
+	sub.catalog = v.catalog(self)
+	m.Catalog = &api.Catalog{Services: sub.catalog}
+	b, err := v.bundle(self.Name)
+	if err != nil {
+		return nil, err
+	}
+	sub.bundle, m.Policy = b, b
+	sub.recompute = false
+	return m, nil
 }
 
-// deltaLocked builds the delta for self covering the changed nodes.
-func (s *Server) deltaLocked(self *store.Node, from, to uint64, changed []string, revoked []string) *api.NetmapMessage {
+// deltaLocked builds the delta for sub's node covering the changed nodes,
+// or the difference of its whole view when sub.recompute is set.
+func (s *Server) deltaLocked(sub *subscriber, self *store.Node, from, to uint64, changed []string, revoked []string) (*api.NetmapMessage, error) {
 	now := s.now()
 	m := &api.NetmapMessage{
 		Version:        to,
@@ -135,30 +196,62 @@ func (s *Server) deltaLocked(self *store.Node, from, to uint64, changed []string
 		Expires:        now.Add(s.netmapTTL),
 		RevokedSerials: revoked,
 	}
+	v := s.mu.vis
 	slices.Sort(changed)
-	for _, name := range changed {
-		n, ok := s.mu.nodes[name]
-		switch {
-		case name == self.Name:
-			sn := apiNode(self, true)
-			m.Self = &sn
-		case ok && s.visibleLocked(self, n):
-			m.Peers = append(m.Peers, apiPeer(n))
-		default:
-			m.Removed = append(m.Removed, name)
+	if slices.Contains(changed, self.Name) {
+		sn := apiNode(self, true)
+		m.Self = &sn
+	}
+	if sub.recompute && v.pol != nil {
+		next := v.view(self)
+		for name := range next {
+			_, had := sub.view[name]
+			if !had || slices.Contains(changed, name) {
+				m.Peers = append(m.Peers, apiPeer(s.mu.nodes[name]))
+			}
+		}
+		for name := range sub.view {
+			if _, keep := next[name]; !keep {
+				m.Removed = append(m.Removed, name)
+			}
+		}
+		sub.view = next
+	} else {
+		for _, name := range changed {
+			if name == self.Name {
+				continue
+			}
+			n, ok := s.mu.nodes[name]
+			_, had := sub.view[name]
+			switch {
+			case ok && v.visible(self, n):
+				m.Peers = append(m.Peers, apiPeer(n))
+				if sub.view != nil {
+					sub.view[name] = struct{}{}
+				}
+			case sub.view == nil || had:
+				m.Removed = append(m.Removed, name)
+				delete(sub.view, name)
+			}
 		}
 	}
-	return m
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+	slices.SortFunc(m.Peers, func(a, b api.Peer) int { return strings.Compare(a.Name, b.Name) })
+	slices.Sort(m.Removed)
+	if c := v.catalog(self); !sameCatalog(c, sub.catalog) {
+		sub.catalog = c
+		m.Catalog = &api.Catalog{Services: c}
 	}
-	return 0
+	if sub.recompute || m.Self != nil {
+		b, err := v.bundle(self.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !sameBundle(b, sub.bundle) {
+			sub.bundle, m.Policy = b, b
+		}
+	}
+	sub.recompute = false
+	return m, nil
 }
 
 // handleNetmap serves GET /v1/netmap?version=V: the long-lived stream.
@@ -222,22 +315,43 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	// Changes committed between the store reads above and now are already
 	// in memory; they are covered because the first message is computed
 	// against the in-memory state at s.mu.version.
-	var first *api.NetmapMessage
-	if canDelta && len(events) <= maxPending {
-		changed := map[string]struct{}{}
+	// A delta catch-up is possible when the log reaches back to the node's
+	// version, memory holds nothing newer than the log read above, and no
+	// change in between could have reshaped the node's whole view (a
+	// policy, or its own services).
+	var changed map[string]struct{}
+	if canDelta && len(events) <= maxPending && s.mu.version == storeVersion {
+		changed = map[string]struct{}{}
 		for _, e := range events {
+			if e.Kind == store.EventPolicy || e.Node == c.name {
+				changed = nil
+				break
+			}
 			changed[e.Node] = struct{}{}
 		}
-		// Include any change after storeVersion that only memory knows of
-		// (they are already applied to s.mu.nodes; a full set of names is
-		// not tracked, so fall back to a full map in that rare case).
-		if s.mu.version != storeVersion {
-			first = s.fullMapLocked(self, revoked)
-		} else {
-			first = s.deltaLocked(self, have, s.mu.version, keys(changed), revoked)
+	}
+	var first *api.NetmapMessage
+	var ferr error
+	if changed != nil {
+		// The node held the right view at its version, so after these
+		// changes it holds the current one.
+		if s.mu.vis.pol != nil {
+			sub.view = s.mu.vis.view(self)
+		}
+		// Its catalog may have changed with other nodes' services, so it
+		// is compared against nothing and sent; its own bundle cannot have.
+		sub.bundle, ferr = s.mu.vis.bundle(self.Name)
+		if ferr == nil {
+			first, ferr = s.deltaLocked(sub, self, have, s.mu.version, keys(changed), revoked)
 		}
 	} else {
-		first = s.fullMapLocked(self, revoked)
+		first, ferr = s.fullMapLocked(sub, self, revoked)
+	}
+	if ferr != nil {
+		s.mu.Unlock()
+		s.unsubscribe(sub)
+		httpError(w, http.StatusInternalServerError, ferr.Error())
+		return
 	}
 	sent := first.Version
 	s.mu.Unlock()
@@ -322,14 +436,14 @@ func (s *Server) nextMessage(ctx context.Context, sub *subscriber, sent uint64) 
 	if sub.resync {
 		sub.resync = false
 		clear(sub.pending)
-		return s.fullMapLocked(self, revoked), nil
+		return s.fullMapLocked(sub, self, revoked)
 	}
-	if len(sub.pending) == 0 || sub.version <= sent {
+	if (len(sub.pending) == 0 && !sub.recompute) || sub.version <= sent {
 		return nil, nil
 	}
 	changed := keys(sub.pending)
 	clear(sub.pending)
-	return s.deltaLocked(self, sent, sub.version, changed, revoked), nil
+	return s.deltaLocked(sub, self, sent, sub.version, changed, revoked)
 }
 
 func (s *Server) writeSigned(w http.ResponseWriter, fl http.Flusher, m *api.NetmapMessage) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
 	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
 )
 
 // Defaults of a coordinator.
@@ -67,9 +68,11 @@ type Server struct {
 	// mu guards the in-memory view of the registry and the subscribers.
 	mu struct {
 		sync.Mutex
-		version uint64
-		nodes   map[string]*store.Node
-		subs    map[string]*subscriber
+		version  uint64
+		nodes    map[string]*store.Node
+		subs     map[string]*subscriber
+		services map[string]store.Service
+		vis      *visibility
 	}
 
 	// closing is closed by Close; streams watch it.
@@ -141,6 +144,35 @@ func (s *Server) loadState(ctx context.Context) error {
 		s.mu.nodes[nodes[i].Name] = &nodes[i]
 	}
 	s.mu.version = v
+	svcs, err := s.store.Services(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.services = make(map[string]store.Service, len(svcs))
+	for _, sv := range svcs {
+		s.mu.services[sv.Name] = sv
+	}
+	s.mu.vis = newVisibility()
+	pv, err := s.store.Policy(ctx, 0)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.log.Warn("no policy applied yet: the mesh is open at the network layer and every MCP call is denied; apply one with `mcpmesh policy apply`")
+	case err != nil:
+		return err
+	default:
+		pol, perr := policy.Parse(pv.Filename, pv.Source)
+		if perr != nil {
+			// Fail closed: a stored policy this build cannot compile must
+			// not turn into an open mesh.
+			s.log.Error("stored policy no longer compiles; denying everything until a new one is applied", "version", pv.Version, "err", perr)
+			pol, perr = policy.Parse("deny-all", []byte("{}"))
+			if perr != nil {
+				return fmt.Errorf("coordinator: empty policy: %w", perr)
+			}
+		}
+		s.mu.vis.pol, s.mu.vis.polVer = pol, pv.Version
+	}
+	s.mu.vis.rebuild(s.mu.nodes, svcs)
 	return nil
 }
 
@@ -228,6 +260,14 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+api.PathAdminTokens, s.adminOnly(s.handleTokenCreate))
 	m.HandleFunc("GET "+api.PathAdminNodes, s.adminOnly(s.handleNodesList))
 	m.HandleFunc("POST "+api.PathAdminRevoke+"{name}", s.adminOnly(s.handleRevoke))
+	m.HandleFunc("POST "+api.PathServices, s.nodeOnly(s.handleServices))
+	m.HandleFunc("GET "+api.PathAdminServices, s.adminOnly(s.handleServicesList))
+	m.HandleFunc("GET "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyGet))
+	m.HandleFunc("POST "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyApply))
+	m.HandleFunc("POST "+api.PathAdminPolicyCheck, s.adminOnly(s.handlePolicyCheck))
+	m.HandleFunc("GET "+api.PathAdminPolicyHistory, s.adminOnly(s.handlePolicyHistory))
+	m.HandleFunc("POST "+api.PathAdminPolicyRollback, s.adminOnly(s.handlePolicyRollback))
+	m.HandleFunc("POST "+api.PathAdminPolicyExplain, s.adminOnly(s.handlePolicyExplain))
 	s.mux = m
 }
 
@@ -312,12 +352,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // readJSON decodes a bounded, strict JSON body.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, api.MaxRequestBytes)
+	return readJSONUnbounded(w, r, v)
+}
+
+// readJSONUnbounded decodes a strict JSON body whose size the caller bounded.
+func readJSONUnbounded(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", api.MaxRequestBytes))
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
 			return false
 		}
 		httpError(w, http.StatusBadRequest, "malformed request: "+err.Error())

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
 	"github.com/mcpmesh/mcpmesh/node/controlclient"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/tunnel"
@@ -77,6 +79,11 @@ type Node struct {
 		// svidReceived is when the node got the current SVID (or loaded
 		// it at start), the base of its renewal time.
 		svidReceived time.Time
+		// services are what this node publishes (sent again on every
+		// reconnect); policy is compiled from the netmap's bundle for them.
+		services []api.ServiceSpec
+		policy   *policy.Policy
+		bundle   *api.PolicyBundle
 	}
 
 	cancel   context.CancelFunc
@@ -165,6 +172,16 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 	if n.cfg.Token == "" || n.cfg.Coordinator == "" {
 		return fmt.Errorf("node: %s holds no enrollment; pass --coordinator URL and --token TOKEN (from `mcpmesh token create`)", n.state.dir)
 	}
+	// The port is chosen now so the join already tells peers where this
+	// node listens: a peer that learns of us can start the handshake
+	// itself instead of dropping ours and waiting out WireGuard's 5 s retry.
+	port := n.cfg.ListenPort
+	if port == 0 {
+		var err error
+		if port, err = freeUDPPort(); err != nil {
+			return err
+		}
+	}
 	tok, err := identity.ParseToken(n.cfg.Token)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -203,7 +220,7 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 		Hostname:     name,
 		WireGuardKey: pub.String(),
 		CSR:          csr,
-		Endpoint:     api.EndpointInfo{ListenPort: n.cfg.ListenPort, Advertise: n.cfg.Advertise},
+		Endpoint:     api.EndpointInfo{ListenPort: port, Advertise: n.cfg.Advertise},
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -211,7 +228,7 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 	if err := n.state.saveSVID(resp.SVID, resp.Bundle); err != nil {
 		return err
 	}
-	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: n.cfg.Coordinator, NetmapKey: resp.NetmapKey}
+	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: n.cfg.Coordinator, NetmapKey: resp.NetmapKey, ListenPort: port}
 	if err := n.state.saveEnrolled(n.enr); err != nil {
 		return err
 	}
@@ -269,7 +286,19 @@ func (n *Node) startTunnel(wgKey tunnel.Key) error {
 			return netstack.New(c, netstack.WithLogger(log))
 		}
 	}
-	n.tun, err = newTun(tunnel.Config{PrivateKey: wgKey, Addresses: nm.Self.Addresses, ListenPort: n.cfg.ListenPort}, n.log)
+	port := n.cfg.ListenPort
+	if port == 0 {
+		port = n.enr.ListenPort
+	}
+	tc := tunnel.Config{PrivateKey: wgKey, Addresses: nm.Self.Addresses, ListenPort: port}
+	n.tun, err = newTun(tc, n.log)
+	if err != nil && n.cfg.ListenPort == 0 && port != 0 {
+		// The remembered port is taken; any port works, the coordinator
+		// is told on connect.
+		n.log.Warn("WireGuard port taken; using another", "port", port, "err", err)
+		tc.ListenPort = 0
+		n.tun, err = newTun(tc, n.log)
+	}
 	if err != nil {
 		return fmt.Errorf("node: tunnel: %w", err)
 	}
@@ -306,7 +335,50 @@ func (n *Node) installLocked(nm *controlclient.Netmap) error {
 	}
 	n.mu.netmap = nm
 	n.mu.byKey = byKey
+	n.compilePolicyLocked(nm.Policy)
 	return nil
+}
+
+// compilePolicyLocked compiles the rules the coordinator sent for this
+// node's services. A bundle that does not compile leaves no policy, and so
+// every call denied: fail closed.
+func (n *Node) compilePolicyLocked(b *api.PolicyBundle) {
+	if b == nil || b == n.mu.bundle {
+		return
+	}
+	n.mu.bundle = b
+	n.mu.policy = nil
+	if len(b.Document) == 0 {
+		return
+	}
+	pol, err := policy.Parse(fmt.Sprintf("policy-v%d", b.Version), b.Document)
+	if err != nil {
+		n.log.Error("policy from the coordinator does not compile; denying every call", "version", b.Version, "err", err)
+		return
+	}
+	n.mu.policy = pol
+}
+
+// Policy returns the compiled rules for the services this node hosts and
+// the policy version they were cut from; nil means deny everything.
+func (n *Node) Policy() (*policy.Policy, uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var v uint64
+	if n.mu.bundle != nil {
+		v = n.mu.bundle.Version
+	}
+	return n.mu.policy, v
+}
+
+// SetServices publishes the whole set of services this node serves. It is
+// sent again on every reconnection, so a coordinator that lost it (or was
+// down) learns it back.
+func (n *Node) SetServices(ctx context.Context, svcs []api.ServiceSpec) error {
+	n.mu.Lock()
+	n.mu.services = slices.Clone(svcs)
+	n.mu.Unlock()
+	return n.client.SetServices(ctx, svcs)
 }
 
 // netmapHandler adapts the node to controlclient.Handler.
@@ -341,8 +413,15 @@ func (h netmapHandler) Connected(ctx context.Context) error {
 	n := h.n
 	n.mu.Lock()
 	n.mu.connected = false
+	svcs := n.mu.services
 	n.mu.Unlock()
-	return n.client.SetEndpoint(ctx, api.EndpointInfo{ListenPort: n.tun.ListenPort(), Advertise: n.cfg.Advertise})
+	if err := n.client.SetEndpoint(ctx, api.EndpointInfo{ListenPort: n.tun.ListenPort(), Advertise: n.cfg.Advertise}); err != nil {
+		return err
+	}
+	if svcs != nil {
+		return n.client.SetServices(ctx, svcs)
+	}
+	return nil
 }
 
 func (n *Node) runControl(ctx context.Context) {

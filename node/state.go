@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,9 @@ type enrolled struct {
 	ID          string `json:"id"`
 	Coordinator string `json:"coordinator"`
 	NetmapKey   []byte `json:"netmapKey"`
+	// ListenPort is the WireGuard port chosen at enrollment and kept, so
+	// peers' endpoints for this node stay right across restarts.
+	ListenPort uint16 `json:"listenPort,omitempty"`
 }
 
 // stateDir reads and writes one node's state directory.
@@ -186,4 +190,27 @@ func (s stateDir) saveNetmap(nm *controlclient.Netmap) error {
 		return fmt.Errorf("node: encode netmap: %w", err)
 	}
 	return identity.WriteFileAtomic(s.path(fileNetmap), b, 0o600)
+}
+
+// freeUDPPort finds a port free for UDP on both IPv4 and IPv6 wildcard
+// addresses, as wireguard-go binds both. Another process may take it before
+// the tunnel binds; the tunnel then fails clearly and a restart picks again.
+func freeUDPPort() (uint16, error) {
+	var lastErr error
+	for range 20 {
+		c4, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			return 0, fmt.Errorf("node: find a free UDP port: %w", err)
+		}
+		port := c4.LocalAddr().(*net.UDPAddr).Port
+		c6, err := net.ListenUDP("udp6", &net.UDPAddr{Port: port})
+		c4.Close()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		c6.Close()
+		return uint16(port), nil
+	}
+	return 0, fmt.Errorf("node: find a free UDP port: %w", lastErr)
 }

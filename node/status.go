@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/tunnel"
 )
@@ -31,6 +32,10 @@ func (n *Node) Status() (*localapi.Status, error) {
 		SVIDExpires:   n.mu.svidExpires,
 		NetmapVersion: n.mu.netmap.Version,
 		NetmapExpires: n.mu.netmap.Expires,
+	}
+	st.Catalog = append([]api.Service{}, n.mu.netmap.Catalog...)
+	if n.mu.bundle != nil {
+		st.PolicyVersion = n.mu.bundle.Version
 	}
 	if n.mu.controlErr != nil {
 		st.ControlError = n.mu.controlErr.Error()

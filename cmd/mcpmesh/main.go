@@ -44,6 +44,8 @@ func commands() []command {
 		{"ping", "round trip to a peer over the mesh", runPing},
 		{"down", "stop the node daemon", runDown},
 		{"nodes", "list or revoke nodes (admin)", runNodes},
+		{"policy", "check, apply and inspect the tool-level policy (admin)", runPolicy},
+		{"services", "list services this node may call, or every service (admin)", runServices},
 		{"demo", "run a coordinator and nodes in one process and show the mesh at work", runDemo},
 		{"version", "print the version", runVersion},
 	}

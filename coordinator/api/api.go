@@ -23,11 +23,19 @@ const (
 	PathRenew     = "/v1/renew"
 	PathNetmap    = "/v1/netmap"
 	PathEndpoints = "/v1/endpoints"
+	PathServices  = "/v1/services"
 
 	PathAdminTokens = "/v1/admin/tokens"
 	PathAdminNodes  = "/v1/admin/nodes"
 	// PathAdminRevoke is followed by the node's name.
 	PathAdminRevoke = "/v1/admin/nodes/revoke/"
+
+	PathAdminPolicy         = "/v1/admin/policy"          // GET ?version=N, POST apply
+	PathAdminPolicyCheck    = "/v1/admin/policy/check"    // POST
+	PathAdminPolicyHistory  = "/v1/admin/policy/history"  // GET
+	PathAdminPolicyRollback = "/v1/admin/policy/rollback" // POST
+	PathAdminPolicyExplain  = "/v1/admin/policy/explain"  // POST
+	PathAdminServices       = "/v1/admin/services"        // GET
 )
 
 // MaxRequestBytes bounds every request body the coordinator reads; a larger
@@ -140,4 +148,78 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ServicesRequest is the whole set of services a node publishes.
+type ServicesRequest struct {
+	Services []ServiceSpec `json:"services"`
+}
+
+// ServiceSpec is one service as its node publishes it.
+type ServiceSpec struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags,omitempty"`
+}
+
+// PolicySource is a policy file as the admin wrote it.
+type PolicySource struct {
+	Filename string `json:"filename"`
+	Source   []byte `json:"source"`
+}
+
+// PolicyVersion describes one stored policy version.
+type PolicyVersion struct {
+	Version  uint64    `json:"version"`
+	Filename string    `json:"filename"`
+	Author   string    `json:"author"`
+	Created  time.Time `json:"created"`
+	Note     string    `json:"note,omitempty"`
+	Source   []byte    `json:"source,omitempty"`
+}
+
+// PolicyCheckResponse reports a successful check or apply.
+type PolicyCheckResponse struct {
+	Version uint64 `json:"version,omitempty"` // set by apply
+	Grants  int    `json:"grants"`
+	Tests   int    `json:"tests"`
+}
+
+// PolicyErrors is the body of a 422 answer to check or apply: every error
+// with its position, so the CLI can print them as FILE:LINE:COL: message.
+type PolicyErrors struct {
+	Error  string        `json:"error"`
+	Errors []PolicyError `json:"errors"`
+}
+
+// PolicyError is one error in a policy file.
+type PolicyError struct {
+	Line int    `json:"line"`
+	Col  int    `json:"col"`
+	Msg  string `json:"msg"`
+}
+
+// RollbackRequest asks to apply an old version again.
+type RollbackRequest struct {
+	Version uint64 `json:"version"`
+}
+
+// ExplainRequest asks how the current policy decides one call.
+type ExplainRequest struct {
+	Src  string         `json:"src"`            // node:NAME or a SPIFFE ID
+	Dst  string         `json:"dst"`            // svc:NAME
+	Kind string         `json:"kind,omitempty"` // tool (default), resource or prompt
+	Name string         `json:"name"`
+	Args map[string]any `json:"args,omitempty"`
+}
+
+// ExplainResponse is the decision and the rule that made it.
+type ExplainResponse struct {
+	Allow         bool   `json:"allow"`
+	Explanation   string `json:"explanation"`
+	PolicyVersion uint64 `json:"policyVersion"`
+}
+
+// ServiceList is the admin's view of published services.
+type ServiceList struct {
+	Services []Service `json:"services"`
 }

@@ -20,6 +20,9 @@ const maxResponseBytes = 16 << 20
 type StatusError struct {
 	Code int
 	Msg  string
+	// Body is the raw answer, for callers that want more than Msg (a
+	// policy's list of errors).
+	Body []byte
 }
 
 func (e *StatusError) Error() string { return fmt.Sprintf("coordinator: %s (HTTP %d)", e.Msg, e.Code) }
@@ -67,7 +70,7 @@ func DecodeResponse(resp *http.Response, out any) error {
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return &StatusError{Code: resp.StatusCode, Msg: e.Error}
+		return &StatusError{Code: resp.StatusCode, Msg: e.Error, Body: b}
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil

@@ -54,6 +54,35 @@ type NetmapMessage struct {
 	// RevokedSerials are SVID serials (hex) revoked and not yet expired: all
 	// of them on a full map, the new ones on a delta.
 	RevokedSerials []string `json:"revokedSerials,omitempty"`
+	// Catalog lists the services this node may call; nil on a delta means
+	// unchanged.
+	Catalog *Catalog `json:"catalog,omitempty"`
+	// Policy carries the rules for the services this node hosts; nil on a
+	// delta means unchanged.
+	Policy *PolicyBundle `json:"policy,omitempty"`
+}
+
+// Catalog is the set of services a node may call.
+type Catalog struct {
+	Services []Service `json:"services"`
+}
+
+// Service is an MCP service published on the mesh.
+type Service struct {
+	Name string   `json:"name"`
+	Node string   `json:"node"` // the node that serves it
+	Tags []string `json:"tags,omitempty"`
+}
+
+// PolicyBundle is what a serving node needs to decide calls to the services
+// it hosts: a standalone policy document holding only their grants
+// (mcp/policy's ForServices), never the rest of the admin's file.
+type PolicyBundle struct {
+	// Version is the policy version it was cut from; 0 means no policy has
+	// been applied and every call is denied.
+	Version  uint64   `json:"version"`
+	Services []string `json:"services"`
+	Document []byte   `json:"document,omitempty"`
 }
 
 // SignedMessage is the envelope on the wire: the payload, embedded as raw

@@ -49,6 +49,20 @@ CREATE TABLE IF NOT EXISTS serials (
 	expires INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS serials_node ON serials(node);
+CREATE TABLE IF NOT EXISTS policies (
+	version  INTEGER PRIMARY KEY,
+	source   BLOB NOT NULL,
+	filename TEXT NOT NULL,
+	author   TEXT NOT NULL,
+	created  INTEGER NOT NULL,
+	note     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS services (
+	name TEXT PRIMARY KEY,
+	node TEXT NOT NULL REFERENCES nodes(name),
+	tags TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS services_node ON services(node);
 CREATE TABLE IF NOT EXISTS events (
 	version INTEGER PRIMARY KEY,
 	node    TEXT NOT NULL,

@@ -67,7 +67,28 @@ const (
 	EventJoin     = "join"
 	EventRevoke   = "revoke"
 	EventEndpoint = "endpoint"
+	EventServices = "services"
+	// EventPolicy has no node: it changes what every node may see.
+	EventPolicy = "policy"
 )
+
+// PolicyVersion is one applied policy. Versions are never edited; a
+// rollback applies an old source again as a new version.
+type PolicyVersion struct {
+	Version  uint64
+	Source   []byte
+	Filename string
+	Author   string // the admin's SPIFFE ID
+	Created  time.Time
+	Note     string // e.g. "rollback to v3"
+}
+
+// Service is an MCP service published by a node.
+type Service struct {
+	Name string
+	Node string
+	Tags []string
+}
 
 // Serial is an issued SVID serial, kept so a revocation can publish every
 // still-valid certificate of the node.
@@ -119,6 +140,21 @@ type Store interface {
 	// EventsSince returns the events after version v, oldest first, and
 	// ok=false when the log no longer reaches back to v.
 	EventsSince(ctx context.Context, v uint64) (events []Event, ok bool, err error)
+	// AddPolicy stores a new policy version and logs it as an event.
+	AddPolicy(ctx context.Context, p PolicyVersion) (policyVersion, netmapVersion uint64, err error)
+	// Policy returns one version, or the latest when version is 0
+	// (ErrNotFound when none was ever applied).
+	Policy(ctx context.Context, version uint64) (PolicyVersion, error)
+	// PolicyHistory lists every version, newest first, without sources.
+	PolicyHistory(ctx context.Context) ([]PolicyVersion, error)
+	// SetServices replaces the services a node publishes; it logs an event
+	// only when they changed. A name published by another node is refused.
+	SetServices(ctx context.Context, node string, svcs []Service) (version uint64, changed bool, err error)
+	// Services lists every published service.
+	Services(ctx context.Context) ([]Service, error)
 	// Close releases the database.
 	Close() error
 }
+
+// ErrServiceTaken is returned when a service name is published by another node.
+var ErrServiceTaken = errors.New("store: service name is published by another node")

@@ -153,6 +153,17 @@ func (c *Client) SetEndpoint(ctx context.Context, info api.EndpointInfo) error {
 	return nil
 }
 
+// SetServices publishes the whole set of services this node serves.
+func (c *Client) SetServices(ctx context.Context, svcs []api.ServiceSpec) error {
+	if svcs == nil {
+		svcs = []api.ServiceSpec{}
+	}
+	if err := api.Do(ctx, c.hc, http.MethodPost, c.base.JoinPath(api.PathServices).String(), api.ServicesRequest{Services: svcs}, nil); err != nil {
+		return fmt.Errorf("controlclient: publish services: %w", err)
+	}
+	return nil
+}
+
 // TrustDomainOf learns the trust domain of the coordinator at URL from its
 // CA, which must be the one the token names. A new node needs it to ask for
 // an SVID with the right SPIFFE ID before it holds any trust bundle.

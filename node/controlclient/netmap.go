@@ -27,6 +27,10 @@ type Netmap struct {
 	Self           api.Node            `json:"self"`
 	Peers          map[string]api.Peer `json:"peers"`
 	RevokedSerials []string            `json:"revokedSerials,omitempty"`
+	// Catalog is the services this node may call.
+	Catalog []api.Service `json:"catalog,omitempty"`
+	// Policy holds the rules for the services this node hosts.
+	Policy *api.PolicyBundle `json:"policy,omitempty"`
 }
 
 // Clone returns a deep-enough copy that the caller may keep while the
@@ -35,6 +39,7 @@ func (n *Netmap) Clone() *Netmap {
 	cp := *n
 	cp.Peers = maps.Clone(n.Peers)
 	cp.RevokedSerials = slices.Clone(n.RevokedSerials)
+	cp.Catalog = slices.Clone(n.Catalog)
 	return &cp
 }
 
@@ -72,6 +77,10 @@ func (n *Netmap) Apply(self string, m *api.NetmapMessage) (*Netmap, error) {
 		for _, p := range m.Peers {
 			next.Peers[p.Name] = p
 		}
+		if m.Catalog != nil {
+			next.Catalog = m.Catalog.Services
+		}
+		next.Policy = m.Policy
 		return next, nil
 	}
 	if n == nil {
@@ -101,6 +110,12 @@ func (n *Netmap) Apply(self string, m *api.NetmapMessage) (*Netmap, error) {
 		if !slices.Contains(next.RevokedSerials, s) {
 			next.RevokedSerials = append(next.RevokedSerials, s)
 		}
+	}
+	if m.Catalog != nil {
+		next.Catalog = m.Catalog.Services
+	}
+	if m.Policy != nil {
+		next.Policy = m.Policy
 	}
 	return next, nil
 }

@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"os"
 	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
 )
 
 // Routes of the LocalAPI.
@@ -39,6 +41,11 @@ type Status struct {
 	NetmapVersion uint64       `json:"netmapVersion"`
 	NetmapExpires time.Time    `json:"netmapExpires"`
 	Peers         []PeerStatus `json:"peers"`
+	// Catalog is the services this node may call.
+	Catalog []api.Service `json:"catalog"`
+	// PolicyVersion is the version of the rules this node enforces for
+	// the services it hosts (0: none, every call denied).
+	PolicyVersion uint64 `json:"policyVersion"`
 }
 
 // PeerStatus is one peer as this node sees it.

@@ -11,8 +11,9 @@ import (
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
-// lightMesh enrolls n lightweight nodes and starts their streams.
-func lightMesh(t *testing.T, m *meshtest.Mesh, n int) []*meshtest.LightNode {
+// lightMesh enrolls n lightweight nodes, starts their streams and waits for
+// each to hold wantPeers peers (-1: all the others, as in an open mesh).
+func lightMesh(t *testing.T, m *meshtest.Mesh, n, wantPeers int) []*meshtest.LightNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -31,8 +32,11 @@ func lightMesh(t *testing.T, m *meshtest.Mesh, n int) []*meshtest.LightNode {
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
+	if wantPeers < 0 {
+		wantPeers = n - 1
+	}
 	for _, l := range out {
-		if err := l.WaitPeerCount(wctx, n-1); err != nil {
+		if err := l.WaitPeerCount(wctx, wantPeers); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -43,7 +47,7 @@ func lightMesh(t *testing.T, m *meshtest.Mesh, n int) []*meshtest.LightNode {
 // bytes that an existing node received for it, and the size of a full map.
 func joinCost(t *testing.T, n int) (delta, full uint64) {
 	m := meshtest.New(t, meshtest.Options{})
-	nodes := lightMesh(t, m, n)
+	nodes := lightMesh(t, m, n, -1)
 	watcher := nodes[0]
 	_, fullBytes := watcher.Client.Stats()
 	msgs0, bytes0 := watcher.Client.Stats()

@@ -99,3 +99,16 @@ func TestThreeNodesReachEachOthersTCPServers(t *testing.T) {
 		t.Fatalf("WhoIs(a's address) on b = %v, %v; want node-a", p.Name, err)
 	}
 }
+
+func netipPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -51,7 +52,10 @@ func New(t testing.TB, opts Options) *Mesh {
 	dir := t.TempDir()
 	m := &Mesh{t: t, opts: opts, dir: dir, nodes: map[string]*node.Node{}, log: opts.Logger}
 	if m.log == nil {
-		m.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// MCPMESH_TEST_LOG=debug shows everything, wireguard-go included.
+		level := slog.LevelWarn
+		_ = level.UnmarshalText([]byte(os.Getenv("MCPMESH_TEST_LOG")))
+		m.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	}
 	if err := coordinator.Init(filepath.Join(dir, "coord"), "test.mcpmesh", time.Now()); err != nil {
 		t.Fatal(err)
@@ -185,6 +189,13 @@ func (m *Mesh) StartNodeAt(dir, name, token string) (*node.Node, error) {
 	m.nodes[name] = n
 	m.mu.Unlock()
 	return n, nil
+}
+
+// Node returns a running node by name (nil if none).
+func (m *Mesh) Node(name string) *node.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodes[name]
 }
 
 // StopNode closes a node, keeping its state directory.

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -36,6 +37,7 @@ var _ tunnel.Tunnel = (*Tunnel)(nil)
 // and every listener it handed out.
 type Tunnel struct {
 	// Immutable after New.
+	pub        tunnel.Key // this node's public key, for handshake tie-breaks
 	addrs      []netip.Addr
 	listenPort uint16
 	dev        *device.Device
@@ -56,6 +58,9 @@ type Tunnel struct {
 		// differ from peers; the next SetPeers resynchronises from IpcGet.
 		dirty     bool
 		listeners map[*listener]struct{}
+		// deferred holds the timers that will enable a new peer's
+		// keepalive (see initiator.go).
+		deferred map[tunnel.Key]*time.Timer
 	}
 }
 
@@ -106,6 +111,10 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
+	pub, err := publicKeyOf(cfg.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = tunnel.DefaultMTU
@@ -124,6 +133,7 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tunnel{
+		pub:   pub,
 		addrs: addrs,
 		tnet:  tnet,
 		log:   log,
@@ -132,6 +142,7 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	t.dev = device.NewDevice(tdev, o.bind, deviceLogger(o.log))
 	t.state.peers = map[tunnel.Key]tunnel.Peer{}
 	t.state.listeners = map[*listener]struct{}{}
+	t.state.deferred = map[tunnel.Key]*time.Timer{}
 	t.whois.Store(newPrefixTable(nil))
 
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)
@@ -232,6 +243,9 @@ func (t *Tunnel) Close() error {
 		return nil
 	}
 	t.state.closed = true
+	for k := range t.state.deferred {
+		t.cancelKeepaliveLocked(k)
+	}
 	ls := t.state.listeners
 	t.state.listeners = nil
 	t.state.Unlock()

@@ -86,8 +86,14 @@ func (t *Tunnel) applyPeersLocked(desired map[tunnel.Key]tunnel.Peer) (bool, err
 	for _, k := range updated {
 		writePeer(&b, desired[k], !full)
 	}
+	var deferred []tunnel.Peer
 	for _, k := range added {
-		writePeer(&b, desired[k], false)
+		p := desired[k]
+		if p.PersistentKeepalive > 0 && t.defersFirstHandshake(k) {
+			deferred = append(deferred, p)
+			p.PersistentKeepalive = 0 // enabled later: see initiator.go
+		}
+		writePeer(&b, p, false)
 	}
 	if err := t.dev.IpcSet(b.String()); err != nil {
 		t.state.dirty = true
@@ -95,6 +101,15 @@ func (t *Tunnel) applyPeersLocked(desired map[tunnel.Key]tunnel.Peer) (bool, err
 			len(removed), len(updated), len(added), err)
 	}
 	t.state.dirty = false
+	for _, k := range removed {
+		t.cancelKeepaliveLocked(k)
+	}
+	for _, k := range updated {
+		t.cancelKeepaliveLocked(k) // writePeer set the keepalive as desired
+	}
+	for _, p := range deferred {
+		t.scheduleKeepaliveLocked(p)
+	}
 	t.state.peers = desired
 	t.whois.Store(newPrefixTable(desired))
 	t.log.Debug("netstack: peers applied", "removed", len(removed), "changed", len(updated), "added", len(added))
