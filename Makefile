@@ -32,6 +32,7 @@ lint:
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime 5s ./identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSigned$$' -fuzztime 5s ./coordinator/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 5s ./mcp/policy/
 
 clean:
 	rm -rf bin

@@ -261,6 +261,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET "+api.PathAdminNodes, s.adminOnly(s.handleNodesList))
 	m.HandleFunc("POST "+api.PathAdminRevoke+"{name}", s.adminOnly(s.handleRevoke))
 	m.HandleFunc("POST "+api.PathServices, s.nodeOnly(s.handleServices))
+	m.HandleFunc("POST "+api.PathAudit, s.nodeOnly(s.handleAudit))
+	m.HandleFunc("POST "+api.PathAdminAudit, s.adminOnly(s.handleAuditQuery))
 	m.HandleFunc("GET "+api.PathAdminServices, s.adminOnly(s.handleServicesList))
 	m.HandleFunc("GET "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyGet))
 	m.HandleFunc("POST "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyApply))

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/mcp/policy"
 	"github.com/mcpmesh/mcpmesh/node/controlclient"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
@@ -68,6 +69,7 @@ type Node struct {
 	tun    tunnel.Tunnel
 	svid   *identity.RotatingSVID
 	client *controlclient.Client
+	audit  *auditlog.Log
 
 	mu struct {
 		sync.Mutex
@@ -128,18 +130,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.loadIdentity(); err != nil {
 		return nil, err
 	}
+	if n.audit, err = auditlog.Open(filepath.Join(cfg.StateDir, "audit"), n.log); err != nil {
+		return nil, err
+	}
 	if err := n.startTunnel(wgKey); err != nil {
+		n.audit.Close()
 		return nil, err
 	}
 	if err := n.startLocalAPI(); err != nil {
 		n.tun.Close()
+		n.audit.Close()
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.runControl(runCtx) }()
 	go func() { defer n.wg.Done(); n.runRenewal(runCtx) }()
+	go func() { defer n.wg.Done(); n.audit.Ship(runCtx, n.client.ShipAudit) }()
 	return n, nil
 }
 
@@ -539,6 +547,13 @@ func (n *Node) startLocalAPI() error {
 	return nil
 }
 
+// RecordAudit appends one decision of this node's MCP proxy to the audit
+// log; it is on disk before this returns and shipped to the coordinator.
+func (n *Node) RecordAudit(ev api.AuditEvent) error {
+	ev.Node = n.enr.Name
+	return n.audit.Record(ev)
+}
+
 // Name is the node's name.
 func (n *Node) Name() string { return n.enr.Name }
 
@@ -591,6 +606,7 @@ func (n *Node) Close() error {
 		err = n.tun.Close()
 		n.wg.Wait()
 		n.client.Close()
+		n.audit.Close()
 		close(n.done)
 	})
 	return err

@@ -46,6 +46,7 @@ func commands() []command {
 		{"nodes", "list or revoke nodes (admin)", runNodes},
 		{"policy", "check, apply and inspect the tool-level policy (admin)", runPolicy},
 		{"services", "list services this node may call, or every service (admin)", runServices},
+		{"audit", "query the audit trail of MCP decisions (admin)", runAudit},
 		{"demo", "run a coordinator and nodes in one process and show the mesh at work", runDemo},
 		{"version", "print the version", runVersion},
 	}

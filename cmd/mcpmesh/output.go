@@ -29,3 +29,5 @@ func netipAddrPort(a net.Addr) (netip.Addr, error) {
 	}
 	return ap.Addr().Unmap(), nil
 }
+
+func writeJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -164,3 +164,12 @@ func (c *Client) ExplainPolicy(ctx context.Context, req api.ExplainRequest) (*ap
 	}
 	return &resp, nil
 }
+
+// Audit queries the audit trail, newest first.
+func (c *Client) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error) {
+	var resp []api.AuditEvent
+	if err := api.Do(ctx, c.hc, http.MethodPost, c.base.JoinPath(api.PathAdminAudit).String(), q, &resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

@@ -24,6 +24,7 @@ const (
 	PathNetmap    = "/v1/netmap"
 	PathEndpoints = "/v1/endpoints"
 	PathServices  = "/v1/services"
+	PathAudit     = "/v1/audit"
 
 	PathAdminTokens = "/v1/admin/tokens"
 	PathAdminNodes  = "/v1/admin/nodes"
@@ -36,6 +37,7 @@ const (
 	PathAdminPolicyRollback = "/v1/admin/policy/rollback" // POST
 	PathAdminPolicyExplain  = "/v1/admin/policy/explain"  // POST
 	PathAdminServices       = "/v1/admin/services"        // GET
+	PathAdminAudit          = "/v1/admin/audit"           // POST query
 )
 
 // MaxRequestBytes bounds every request body the coordinator reads; a larger
@@ -222,4 +224,45 @@ type ExplainResponse struct {
 // ServiceList is the admin's view of published services.
 type ServiceList struct {
 	Services []Service `json:"services"`
+}
+
+// AuditEvent is one decision of a serving node's MCP proxy. It never holds
+// the call's arguments, only their digest, so the audit trail of a PHI
+// service does not itself become PHI.
+type AuditEvent struct {
+	// Seq is the node's sequence number for the event, so shipping to the
+	// coordinator can resume after an outage without loss or duplicates.
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Node      string    `json:"node"`   // the serving node
+	Caller    string    `json:"caller"` // the caller's SPIFFE ID
+	Service   string    `json:"service"`
+	Method    string    `json:"method"`         // JSON-RPC method, e.g. tools/call
+	Tool      string    `json:"tool,omitempty"` // tool name, resource URI or prompt name
+	Decision  string    `json:"decision"`       // "allow" or "deny"
+	Reason    string    `json:"reason"`         // the rule that decided, e.g. "grant at acl.hujson:12:5"
+	Policy    uint64    `json:"policy"`         // policy version that decided
+	LatencyUS int64     `json:"latencyUs"`      // time from request to answer, in microseconds
+	// ArgsDigest is "sha256:<hex>" of the canonical JSON of the arguments.
+	ArgsDigest string `json:"argsDigest,omitempty"`
+	Session    string `json:"session,omitempty"` // MCP session id, if any
+}
+
+// AuditBatch is what a node ships: events in Seq order.
+type AuditBatch struct {
+	Events []AuditEvent `json:"events"`
+}
+
+// AuditAck tells the node the highest Seq the coordinator has stored.
+type AuditAck struct {
+	Stored uint64 `json:"stored"`
+}
+
+// AuditQuery filters `mcpmesh audit tail`.
+type AuditQuery struct {
+	Caller   string `json:"caller,omitempty"`
+	Service  string `json:"service,omitempty"`
+	Tool     string `json:"tool,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	Limit    int    `json:"limit,omitempty"`
 }

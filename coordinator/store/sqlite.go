@@ -63,6 +63,23 @@ CREATE TABLE IF NOT EXISTS services (
 	tags TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS services_node ON services(node);
+CREATE TABLE IF NOT EXISTS audit (
+	node      TEXT NOT NULL,
+	seq       INTEGER NOT NULL,
+	time      INTEGER NOT NULL,
+	caller    TEXT NOT NULL,
+	service   TEXT NOT NULL,
+	method    TEXT NOT NULL,
+	tool      TEXT NOT NULL,
+	decision  TEXT NOT NULL,
+	reason    TEXT NOT NULL,
+	policy    INTEGER NOT NULL,
+	latency   INTEGER NOT NULL,
+	digest    TEXT NOT NULL,
+	session   TEXT NOT NULL,
+	PRIMARY KEY (node, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 CREATE TABLE IF NOT EXISTS events (
 	version INTEGER PRIMARY KEY,
 	node    TEXT NOT NULL,

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
 )
 
 // Sentinel errors the coordinator turns into clear answers.
@@ -152,6 +154,11 @@ type Store interface {
 	SetServices(ctx context.Context, node string, svcs []Service) (version uint64, changed bool, err error)
 	// Services lists every published service.
 	Services(ctx context.Context) ([]Service, error)
+	// AppendAudit stores a node's audit events, ignoring any it already
+	// has, and returns the highest sequence stored for the node.
+	AppendAudit(ctx context.Context, node string, evs []api.AuditEvent) (uint64, error)
+	// Audit returns the newest events matching q, newest first.
+	Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error)
 	// Close releases the database.
 	Close() error
 }

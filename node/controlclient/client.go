@@ -197,3 +197,13 @@ func TrustDomainOf(ctx context.Context, coordinator string, tok identity.Token) 
 	}
 	return td, fmt.Errorf("controlclient: the coordinator's CA carries no SPIFFE trust domain")
 }
+
+// ShipAudit sends audit events and returns the highest sequence the
+// coordinator has stored for this node.
+func (c *Client) ShipAudit(ctx context.Context, evs []api.AuditEvent) (uint64, error) {
+	var ack api.AuditAck
+	if err := api.Do(ctx, c.hc, http.MethodPost, c.base.JoinPath(api.PathAudit).String(), api.AuditBatch{Events: evs}, &ack); err != nil {
+		return 0, fmt.Errorf("controlclient: ship audit: %w", err)
+	}
+	return ack.Stored, nil
+}

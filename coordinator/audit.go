@@ -1,0 +1,60 @@
+package coordinator
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+)
+
+// maxAuditBatch bounds what a node may ship at once.
+const maxAuditBatch = 1000
+
+// handleAudit stores a batch of the calling node's audit events. The node
+// name comes from its SVID, never from the events, so a node cannot write
+// another's trail.
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<20)
+	var b api.AuditBatch
+	if !readJSONUnbounded(w, r, &b) {
+		return
+	}
+	if len(b.Events) > maxAuditBatch {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("at most %d events per batch", maxAuditBatch))
+		return
+	}
+	for i := range b.Events {
+		if b.Events[i].Seq == 0 {
+			httpError(w, http.StatusBadRequest, "audit event without a sequence number")
+			return
+		}
+		b.Events[i].Node = c.name
+	}
+	stored, err := s.store.AppendAudit(r.Context(), c.name, b.Events)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, api.AuditAck{Stored: stored})
+}
+
+func (s *Server) handleAuditQuery(w http.ResponseWriter, r *http.Request) {
+	var q api.AuditQuery
+	if !readJSON(w, r, &q) {
+		return
+	}
+	if q.Decision != "" && q.Decision != "allow" && q.Decision != "deny" {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("decision %q: want allow or deny", q.Decision))
+		return
+	}
+	evs, err := s.store.Audit(r.Context(), q)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if evs == nil {
+		evs = []api.AuditEvent{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+}
