@@ -27,8 +27,8 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/identity"
-	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/mcp/policy"
+	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/node/controlclient"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/tunnel"
