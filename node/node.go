@@ -27,7 +27,9 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/mcp/policy"
+	"github.com/mcpmesh/mcpmesh/mcp/stdioserve"
 	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/node/controlclient"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
@@ -70,6 +72,7 @@ type Node struct {
 	svid   *identity.RotatingSVID
 	client *controlclient.Client
 	audit  *auditlog.Log
+	proxy  *mcp.Proxy
 
 	mu struct {
 		sync.Mutex
@@ -86,6 +89,9 @@ type Node struct {
 		services []api.ServiceSpec
 		policy   *policy.Policy
 		bundle   *api.PolicyBundle
+		// served are the services this node serves, as `serve` asked.
+		served []localapi.ServeRequest
+		stdio  map[string]*stdioserve.Server
 	}
 
 	cancel   context.CancelFunc
@@ -137,7 +143,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.audit.Close()
 		return nil, err
 	}
+	if err := n.startProxy(); err != nil {
+		n.tun.Close()
+		n.audit.Close()
+		return nil, err
+	}
 	if err := n.startLocalAPI(); err != nil {
+		n.proxy.Close()
 		n.tun.Close()
 		n.audit.Close()
 		return nil, err
@@ -554,6 +566,9 @@ func (n *Node) RecordAudit(ev api.AuditEvent) error {
 	return n.audit.Record(ev)
 }
 
+// MCPForwarder implements localapi.Backend.
+func (n *Node) MCPForwarder() http.Handler { return n.mcpForwarder() }
+
 // Name is the node's name.
 func (n *Node) Name() string { return n.enr.Name }
 
@@ -603,6 +618,8 @@ func (n *Node) Close() error {
 		if n.localSrv != nil {
 			n.localSrv.Close()
 		}
+		n.proxy.Close()
+		n.stopAllStdio()
 		err = n.tun.Close()
 		n.wg.Wait()
 		n.client.Close()

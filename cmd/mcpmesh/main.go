@@ -26,6 +26,7 @@ type command struct {
 // env is what commands share: the streams and the environment, passed in so
 // tests can run commands in-process.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
@@ -45,6 +46,8 @@ func commands() []command {
 		{"down", "stop the node daemon", runDown},
 		{"nodes", "list or revoke nodes (admin)", runNodes},
 		{"policy", "check, apply and inspect the tool-level policy (admin)", runPolicy},
+		{"serve", "publish an MCP server on this node as a mesh-only service", runServe},
+		{"connect", "stdio (or loopback HTTP) MCP endpoint for a mesh service", runConnect},
 		{"services", "list services this node may call, or every service (admin)", runServices},
 		{"audit", "query the audit trail of MCP decisions (admin)", runAudit},
 		{"demo", "run a coordinator and nodes in one process and show the mesh at work", runDemo},
@@ -54,7 +57,7 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }

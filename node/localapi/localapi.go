@@ -5,6 +5,7 @@
 package localapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ const (
 	pathStatus = "/localapi/v0/status"
 	pathPing   = "/localapi/v0/ping"
 	pathDown   = "/localapi/v0/down"
+	pathServe  = "/localapi/v0/serve"
 )
 
 // Status is what `mcpmesh status` shows.
@@ -66,13 +68,37 @@ type PingResult struct {
 	RTT     time.Duration `json:"rtt"`
 }
 
+// ServeRequest publishes an MCP service as mesh-only (`mcpmesh serve`).
+type ServeRequest struct {
+	Name     string   `json:"name"`
+	Tags     []string `json:"tags,omitempty"`
+	Upstream string   `json:"upstream,omitempty"` // Streamable HTTP URL on loopback
+	Stdio    string   `json:"stdio,omitempty"`    // command line of a stdio server
+}
+
+// ServeResult says where the service is reachable on the mesh.
+type ServeResult struct {
+	Name     string   `json:"name"`
+	Endpoint string   `json:"endpoint"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
 // Backend is what the node daemon provides.
 type Backend interface {
 	Status() (*Status, error)
 	Ping(ctx context.Context, peer string) (*PingResult, error)
+	Serve(ctx context.Context, req ServeRequest) (*ServeResult, error)
+	Unserve(ctx context.Context, name string) error
+	// MCPForwarder carries a local client's MCP request to a mesh service
+	// named by the {service} path value.
+	MCPForwarder() http.Handler
 	// Down asks the daemon to leave the mesh and exit.
 	Down()
 }
+
+// MCPPath is the LocalAPI path where a local client reaches mesh service
+// name over Streamable HTTP (`mcpmesh connect` uses it).
+func MCPPath(name string) string { return "/localapi/v0/mcp/" + url.PathEscape(name) }
 
 // Listen opens the socket at path, replacing a stale one, readable and
 // writable by the owner only.
@@ -116,6 +142,27 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, res)
 	})
+	m.HandleFunc("POST "+pathServe, func(w http.ResponseWriter, r *http.Request) {
+		var req ServeRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err))
+			return
+		}
+		res, err := b.Serve(r.Context(), req)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, res)
+	})
+	m.HandleFunc("DELETE "+pathServe+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := b.Unserve(r.Context(), r.PathValue("name")); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	m.Handle("/localapi/v0/mcp/{service}", b.MCPForwarder())
 	m.HandleFunc("POST "+pathDown, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		log.Info("down requested over LocalAPI")
@@ -163,6 +210,21 @@ func (c *Client) Ping(ctx context.Context, peer string) (*PingResult, error) {
 	return &res, c.do(ctx, http.MethodPost, pathPing, url.Values{"peer": {peer}}, &res)
 }
 
+// Serve publishes a mesh-only service on the node.
+func (c *Client) Serve(ctx context.Context, req ServeRequest) (*ServeResult, error) {
+	var res ServeResult
+	return &res, c.doJSON(ctx, http.MethodPost, pathServe, req, &res)
+}
+
+// Unserve stops serving a service.
+func (c *Client) Unserve(ctx context.Context, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, pathServe+"/"+url.PathEscape(name), nil, nil)
+}
+
+// HTTPClient is an HTTP client whose every connection goes to the node's
+// socket, for Streamable HTTP to MCPPath (host "local").
+func (c *Client) HTTPClient() *http.Client { return c.hc }
+
 // Down asks the node to exit.
 func (c *Client) Down(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, pathDown, nil, nil)
@@ -177,6 +239,26 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	if err != nil {
 		return err
 	}
+	return c.roundTrip(req, out)
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
+	if err != nil {
+		return err
+	}
+	return c.roundTrip(req, out)
+}
+
+func (c *Client) roundTrip(req *http.Request, out any) error {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("no node is running with its socket at %s (start one with `mcpmesh up`, or pass --state): %w", c.socket, errors.Unwrap(err))

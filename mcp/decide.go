@@ -1,0 +1,236 @@
+package mcp
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
+)
+
+// JSON-RPC error codes the proxy answers with.
+const (
+	// CodeDenied is the JSON-RPC error code of a call the policy denied,
+	// in the implementation-defined server error range.
+	CodeDenied = -32001
+	// CodeHeaderMismatch is the code of a 2026-07-28 request whose
+	// Mcp-Method or Mcp-Name header disagrees with its body (the Go SDK's
+	// code for the same error).
+	CodeHeaderMismatch = -32020
+
+	codeParse          = -32700
+	codeInvalidRequest = -32600
+	codeMethodNotFound = -32601
+	codeInvalidParams  = -32602
+	codeInternal       = -32603
+	codeNotFound       = -32002 // unknown service or session
+)
+
+// reachMethods are the methods a caller may use on any service it can reach
+// at all: session plumbing and lists (whose answers are filtered).
+var reachMethods = map[string]bool{
+	"initialize":                       true,
+	"ping":                             true,
+	"notifications/initialized":        true,
+	"notifications/cancelled":          true,
+	"notifications/progress":           true,
+	"notifications/roots/list_changed": true,
+	"logging/setLevel":                 true,
+	"tools/list":                       true,
+	"resources/list":                   true,
+	"resources/templates/list":         true,
+	"prompts/list":                     true,
+	"server/discover":                  true,
+	"subscriptions/listen":             true,
+}
+
+// listMethods are the methods whose answers are filtered.
+var listMethods = map[string]bool{
+	"tools/list":               true,
+	"resources/list":           true,
+	"resources/templates/list": true,
+	"prompts/list":             true,
+}
+
+// verdict is the decision on one message.
+type verdict struct {
+	allow  bool
+	code   int    // JSON-RPC error code when denied
+	reason string // why, for the audit trail and the error message
+	name   string // tool name, resource URI or prompt name
+	digest string // sha256 of the canonical arguments, if any
+}
+
+// decider decides the messages of one HTTP request.
+type decider struct {
+	caller Caller
+	id     policy.Identity
+	svc    *service
+	pol    *policy.Policy
+	ver    uint64
+	reach  bool
+}
+
+func (d *decider) unreachable() string {
+	if d.pol == nil {
+		return "no policy loaded (default deny)"
+	}
+	return fmt.Sprintf("no grant lets %s reach svc:%s (default deny)", d.caller.ID, d.svc.Name)
+}
+
+// decide decides one message.
+func (d *decider) decide(m *message) verdict {
+	if m.kind == kindResponse {
+		// A client's answer to a server-to-client request
+		// (sampling, elicitation, roots).
+		if !d.reach {
+			return verdict{code: CodeDenied, reason: d.unreachable()}
+		}
+		return verdict{allow: true, reason: "caller can reach svc:" + d.svc.Name}
+	}
+	switch m.method {
+	case "tools/call":
+		return d.named(m, policy.KindTool, "name", "tool")
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		return d.named(m, policy.KindResource, "uri", "resource")
+	case "prompts/get":
+		return d.named(m, policy.KindPrompt, "name", "prompt")
+	case "completion/complete":
+		return d.completion(m)
+	}
+	if !reachMethods[m.method] {
+		return verdict{code: codeMethodNotFound, reason: fmt.Sprintf("method %q is not known to the mcpmesh proxy (denied)", m.method)}
+	}
+	if !d.reach {
+		return verdict{code: CodeDenied, reason: d.unreachable()}
+	}
+	return verdict{allow: true, reason: "caller can reach svc:" + d.svc.Name}
+}
+
+// named decides a call on a named tool, resource or prompt.
+func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict {
+	name, ok := m.params[key].(string)
+	if !ok || name == "" {
+		return verdict{code: codeInvalidParams, reason: fmt.Sprintf("%s: params.%s must be a non-empty string", m.method, key)}
+	}
+	v := verdict{name: name}
+	var args map[string]any
+	if a, present := m.params["arguments"]; present && kind != policy.KindResource {
+		ao, ok := a.(map[string]any)
+		if !ok && a != nil {
+			v.code, v.reason = codeInvalidParams, m.method+": params.arguments must be an object"
+			return v
+		}
+		v.digest = argsDigest(a)
+		args = policyArgs(ao)
+	}
+	if d.pol == nil {
+		v.code, v.reason = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, d.unreachable())
+		return v
+	}
+	dec := d.pol.Decide(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: kind, Name: name, Args: args})
+	if dec.Allow {
+		v.allow, v.reason = true, dec.Reason
+		return v
+	}
+	v.code, v.reason = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, dec.Reason)
+	return v
+}
+
+// completion allows completion/complete for a prompt or resource template
+// the caller may see, so completions do not leak hidden names.
+func (d *decider) completion(m *message) verdict {
+	if !d.reach {
+		return verdict{code: CodeDenied, reason: d.unreachable()}
+	}
+	ref, _ := m.params["ref"].(map[string]any)
+	var kind policy.Kind
+	var name string
+	switch ref["type"] {
+	case "ref/prompt":
+		kind, name = policy.KindPrompt, str(ref["name"])
+	case "ref/resource":
+		kind, name = policy.KindResource, str(ref["uri"])
+	default:
+		return verdict{code: codeInvalidParams, reason: "completion/complete: params.ref.type must be ref/prompt or ref/resource"}
+	}
+	if !d.pol.Visible(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: kind, Name: name}) {
+		return verdict{name: name, code: CodeDenied, reason: fmt.Sprintf("completion for %s %q denied for %s: no grant allows it", kind, name, d.caller.ID)}
+	}
+	return verdict{allow: true, name: name, reason: "caller may see " + kind.String() + " " + strconv.Quote(name)}
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+// argsDigest is "sha256:<hex>" of the canonical JSON (sorted keys, numbers
+// as written) of a call's arguments.
+func argsDigest(args any) string {
+	sum := sha256.Sum256(encodeValue(args))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// policyArgs converts decoded arguments to what a policy condition sees:
+// plain JSON values with float64 numbers, as encoding/json decodes them.
+func policyArgs(a map[string]any) map[string]any {
+	if a == nil {
+		return nil
+	}
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = plainJSON(v)
+	}
+	return out
+}
+
+func plainJSON(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return string(x)
+		}
+		return f
+	case map[string]any:
+		return policyArgs(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = plainJSON(e)
+		}
+		return out
+	}
+	return v
+}
+
+// audit reports one decision.
+func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid string) {
+	if p.cfg.Audit == nil {
+		return
+	}
+	dec := "deny"
+	if v.allow {
+		dec = "allow"
+	}
+	svc := ""
+	if d.svc != nil {
+		svc = d.svc.Name
+	}
+	p.cfg.Audit(api.AuditEvent{
+		Time:       start.UTC(),
+		Node:       p.cfg.Node,
+		Caller:     d.caller.ID,
+		Service:    svc,
+		Method:     method,
+		Tool:       v.name,
+		Decision:   dec,
+		Reason:     v.reason,
+		Policy:     d.ver,
+		LatencyUS:  time.Since(start).Microseconds(),
+		ArgsDigest: v.digest,
+		Session:    sid,
+	})
+}

@@ -1,0 +1,400 @@
+package mcp
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// HTTP headers of the Streamable HTTP transport.
+const (
+	hdrSession     = "Mcp-Session-Id"
+	hdrVersion     = "Mcp-Protocol-Version"
+	hdrMethod      = "Mcp-Method"
+	hdrName        = "Mcp-Name"
+	hdrParamPrefix = "Mcp-Param-"
+	hdrLastEvent   = "Last-Event-ID"
+)
+
+// Protocol versions where the rules change.
+const (
+	versionNoBatch   = "2025-06-18" // batches are gone from here on
+	versionStateless = "2026-07-28" // Mcp-Method/Mcp-Name headers from here on
+)
+
+// maxUpstreamBody bounds a JSON answer the proxy reads to filter.
+const maxUpstreamBody = 64 << 20
+
+// bodyReadTimeout bounds reading a request body.
+const bodyReadTimeout = 30 * time.Second
+
+// exchange is one HTTP request through the proxy.
+type exchange struct {
+	p     *Proxy
+	w     http.ResponseWriter
+	r     *http.Request
+	start time.Time
+	d     decider
+	sid   string   // Mcp-Session-Id of the request, if any
+	sess  *session // its session, owned by the caller
+}
+
+func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{p: p, w: w, r: r, start: time.Now()}
+	name := r.PathValue("name")
+	svc := p.service(name)
+	if svc == nil {
+		writeRPCError(w, http.StatusNotFound, nil, codeNotFound, fmt.Sprintf("mcp: no service %q on this node", name))
+		return
+	}
+	x.d.svc = svc
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || p.cfg.WhoIs == nil {
+		x.refuse(http.StatusForbidden, "mcp: caller address unknown", r.Method)
+		return
+	}
+	caller, err := p.cfg.WhoIs(ap.Addr().Unmap())
+	if err != nil {
+		x.refuse(http.StatusForbidden, fmt.Sprintf("mcp: caller %s refused: %v", ap.Addr(), err), r.Method)
+		return
+	}
+	x.d.caller = caller
+	x.d.id = caller.identity()
+	if p.cfg.Policy != nil {
+		x.d.pol, x.d.ver = p.cfg.Policy()
+	}
+	x.d.reach = x.d.pol != nil && x.d.pol.CanReach(x.d.id, svc.dst)
+
+	if x.sid = r.Header.Get(hdrSession); x.sid != "" {
+		svc.mu.Lock()
+		s := svc.sessions[x.sid]
+		svc.mu.Unlock()
+		if s == nil || s.owner != caller.ID {
+			// The same answer whether the session does not exist or
+			// belongs to someone else: no oracle for session ids.
+			x.refuse(http.StatusNotFound, "mcp: session not found", r.Method)
+			return
+		}
+		x.sess = s
+	}
+
+	switch r.Method {
+	case http.MethodPost:
+		x.post()
+	case http.MethodGet, http.MethodDelete:
+		x.stream()
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		writeRPCError(w, http.StatusMethodNotAllowed, nil, codeInvalidRequest, "mcp: method "+r.Method+" not allowed")
+	}
+}
+
+// refuse answers an HTTP request that is denied as a whole and audits it.
+func (x *exchange) refuse(status int, msg, method string) {
+	x.p.audit(&x.d, x.start, method, verdict{code: CodeDenied, reason: msg}, x.sid)
+	writeRPCError(x.w, status, nil, CodeDenied, msg)
+}
+
+// stream forwards GET (the standalone SSE stream, or a resumed stream with
+// Last-Event-ID) and DELETE (end of session) for the session's owner.
+func (x *exchange) stream() {
+	if !x.d.reach {
+		x.refuse(http.StatusForbidden, "mcp: "+x.d.unreachable(), x.r.Method)
+		return
+	}
+	if x.sess == nil {
+		x.refuse(http.StatusBadRequest, "mcp: "+x.r.Method+" needs an "+hdrSession+" header", x.r.Method)
+		return
+	}
+	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, x.d.svc.upstream.String(), nil)
+	if err != nil {
+		writeRPCError(x.w, http.StatusInternalServerError, nil, codeInternal, "mcp: "+err.Error())
+		return
+	}
+	copyHeaders(req.Header, x.r.Header, "Accept", hdrSession, hdrVersion, hdrLastEvent)
+	resp, err := x.p.client.Do(req)
+	v := verdict{allow: true, reason: "session owner"}
+	if err != nil {
+		v.reason = "session owner; upstream unreachable: " + err.Error()
+		x.p.audit(&x.d, x.start, x.r.Method, v, x.sid)
+		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, fmt.Sprintf("mcp: upstream of %q: %v", x.d.svc.Name, err))
+		return
+	}
+	defer resp.Body.Close()
+	x.p.audit(&x.d, x.start, x.r.Method, v, x.sid)
+	if x.r.Method == http.MethodDelete && resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotFound {
+		x.dropSession()
+	}
+	x.relay(resp, nil, nil)
+}
+
+func (x *exchange) dropSession() {
+	svc := x.d.svc
+	svc.mu.Lock()
+	if svc.sessions[x.sid] == x.sess {
+		delete(svc.sessions, x.sid)
+	}
+	svc.mu.Unlock()
+}
+
+// post decides the message(s) of a POST and forwards what is allowed.
+func (x *exchange) post() {
+	if ct := baseMediaType(x.r.Header.Get("Content-Type")); ct != "application/json" {
+		x.refuse(http.StatusUnsupportedMediaType, "mcp: Content-Type must be application/json", "POST")
+		return
+	}
+	_ = http.NewResponseController(x.w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	max := x.p.cfg.MaxMessageBytes
+	body, err := io.ReadAll(io.LimitReader(x.r.Body, max+1))
+	_ = http.NewResponseController(x.w).SetReadDeadline(time.Time{})
+	if err != nil {
+		x.badMessage(http.StatusBadRequest, codeParse, "mcp: reading request body: "+err.Error())
+		return
+	}
+	if int64(len(body)) > max {
+		x.badMessage(http.StatusRequestEntityTooLarge, codeInvalidRequest, fmt.Sprintf("mcp: message larger than %d bytes (not forwarded)", max))
+		return
+	}
+	msgs, batch, err := parseBody(body)
+	if err != nil {
+		code := codeInvalidRequest
+		if errors.Is(err, errParse) {
+			code = codeParse
+		}
+		x.badMessage(http.StatusBadRequest, code, err.Error()+" (not forwarded)")
+		return
+	}
+
+	version := x.r.Header.Get(hdrVersion)
+	if x.sess != nil {
+		version = x.sess.protocol(version)
+	}
+	if batch && version != "" && version >= versionNoBatch {
+		x.badMessage(http.StatusBadRequest, codeInvalidRequest, fmt.Sprintf("mcp: JSON-RPC batches are not allowed in protocol %s (only before %s)", version, versionNoBatch))
+		return
+	}
+	if version >= versionStateless {
+		if err := checkStandardHeaders(x.r.Header, msgs); err != nil {
+			x.badMessage(http.StatusBadRequest, CodeHeaderMismatch, err.Error())
+			return
+		}
+	}
+
+	// Decide every message before anything is forwarded.
+	verdicts := make([]verdict, len(msgs))
+	var allowed []*message
+	var denials [][]byte // error responses to denied calls
+	for i, m := range msgs {
+		v := x.d.decide(m)
+		verdicts[i] = v
+		if v.allow {
+			allowed = append(allowed, m)
+			continue
+		}
+		x.p.audit(&x.d, x.start, methodOf(m), v, x.sid)
+		if m.kind == kindCall {
+			denials = append(denials, rpcError(m.id, v.code, v.reason))
+		}
+	}
+	if len(allowed) == 0 {
+		x.answerDenials(batch, denials, verdicts)
+		return
+	}
+
+	// Remember list requests, to filter their answers wherever they arrive.
+	lists := map[string]string{}
+	for _, m := range allowed {
+		if m.kind == kindCall && listMethods[m.method] {
+			lists[idKey(m.id)] = m.method
+			if x.sess != nil {
+				x.sess.remember(m.id, m.method)
+			}
+		}
+	}
+
+	var out []byte
+	if batch {
+		out = encodeBatch(allowed)
+	} else {
+		out = allowed[0].encode()
+	}
+	req, err := http.NewRequestWithContext(x.r.Context(), http.MethodPost, x.d.svc.upstream.String(), bytes.NewReader(out))
+	if err != nil {
+		writeRPCError(x.w, http.StatusInternalServerError, nil, codeInternal, "mcp: "+err.Error())
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	copyHeaders(req.Header, x.r.Header, "Accept", hdrSession, hdrVersion)
+	if version >= versionStateless && !batch && allowed[0].kind != kindResponse {
+		// Headers from what was decided, not from what was sent.
+		req.Header.Set(hdrMethod, allowed[0].method)
+		if n := verdicts[0].name; n != "" {
+			req.Header.Set(hdrName, n)
+		}
+		for k, vs := range x.r.Header {
+			if strings.HasPrefix(k, hdrParamPrefix) {
+				req.Header[k] = vs // the upstream checks them against the body
+			}
+		}
+	}
+	resp, err := x.p.client.Do(req)
+	if err != nil {
+		for i, m := range msgs {
+			if verdicts[i].allow {
+				x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
+			}
+		}
+		var id any
+		if !batch {
+			id = msgs[0].id
+		}
+		writeRPCError(x.w, http.StatusBadGateway, id, codeInternal, fmt.Sprintf("mcp: upstream of %q unreachable: %v", x.d.svc.Name, err))
+		return
+	}
+	defer resp.Body.Close()
+	for i, m := range msgs {
+		if verdicts[i].allow {
+			x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
+		}
+	}
+	if !x.bindSession(resp, msgs, version) {
+		return
+	}
+	x.relay(resp, lists, denials)
+}
+
+// bindSession records a session id the upstream issued as the caller's, and
+// refuses an answer that would hand the caller someone else's session.
+func (x *exchange) bindSession(resp *http.Response, msgs []*message, version string) bool {
+	if resp.StatusCode == http.StatusNotFound && x.sess != nil {
+		x.dropSession()
+	}
+	got := resp.Header.Get(hdrSession)
+	if got == "" || got == x.sid {
+		return true
+	}
+	if x.sid != "" {
+		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream changed the session id")
+		return false
+	}
+	if version == "" {
+		for _, m := range msgs {
+			if m.method == "initialize" {
+				version = str(m.params["protocolVersion"])
+			}
+		}
+	}
+	svc := x.d.svc
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if s := svc.sessions[got]; s != nil && s.owner != x.d.caller.ID {
+		x.p.log.Warn("mcp: upstream reissued a session id of another caller", "service", svc.Name)
+		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream issued a session id already in use")
+		return false
+	} else if s == nil {
+		svc.sessions[got] = &session{owner: x.d.caller.ID, version: version}
+	}
+	return true
+}
+
+// answerDenials answers a POST none of whose messages was allowed.
+func (x *exchange) answerDenials(batch bool, denials [][]byte, verdicts []verdict) {
+	switch {
+	case len(denials) == 0:
+		// Only notifications or responses, all denied.
+		writeRPCError(x.w, http.StatusForbidden, nil, verdicts[0].code, verdicts[0].reason)
+	case batch:
+		x.w.Header().Set("Content-Type", "application/json")
+		x.w.WriteHeader(http.StatusOK)
+		x.w.Write(joinBatch(denials))
+	default:
+		x.w.Header().Set("Content-Type", "application/json")
+		x.w.WriteHeader(http.StatusOK)
+		x.w.Write(denials[0])
+	}
+}
+
+// badMessage answers a POST that could not be decided at all.
+func (x *exchange) badMessage(status, code int, msg string) {
+	x.p.audit(&x.d, x.start, "", verdict{code: code, reason: msg}, x.sid)
+	writeRPCError(x.w, status, nil, code, msg)
+}
+
+// checkStandardHeaders checks that the Mcp-Method and Mcp-Name headers of a
+// 2026-07-28 request agree with its body.
+func checkStandardHeaders(h http.Header, msgs []*message) error {
+	if len(msgs) != 1 || msgs[0].kind == kindResponse {
+		return nil
+	}
+	m := msgs[0]
+	hm := h.Get(hdrMethod)
+	if hm == "" {
+		return errors.New("mcp: missing required Mcp-Method header")
+	}
+	if hm != m.method {
+		return fmt.Errorf("mcp: header mismatch: Mcp-Method %q does not match body method %q", hm, m.method)
+	}
+	var key string
+	switch m.method {
+	case "tools/call", "prompts/get":
+		key = "name"
+	case "resources/read":
+		key = "uri"
+	default:
+		return nil
+	}
+	hn, bn := h.Get(hdrName), str(m.params[key])
+	if hn == "" {
+		return fmt.Errorf("mcp: missing required Mcp-Name header for %s", m.method)
+	}
+	if hn != bn {
+		return fmt.Errorf("mcp: header mismatch: Mcp-Name %q does not match body %s %q", hn, key, bn)
+	}
+	return nil
+}
+
+func methodOf(m *message) string {
+	if m.kind == kindResponse {
+		return "response"
+	}
+	return m.method
+}
+
+// copyHeaders copies the named headers from src to dst.
+func copyHeaders(dst, src http.Header, names ...string) {
+	for _, n := range names {
+		if vs := src.Values(n); len(vs) > 0 {
+			dst[http.CanonicalHeaderKey(n)] = append([]string(nil), vs...)
+		}
+	}
+}
+
+func baseMediaType(v string) string {
+	t, _, _ := strings.Cut(v, ";")
+	return strings.ToLower(strings.TrimSpace(t))
+}
+
+// rpcError encodes a JSON-RPC error response.
+func rpcError(id any, code int, msg string) []byte {
+	return encodeValue(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": code, "message": msg},
+	})
+}
+
+func joinBatch(items [][]byte) []byte {
+	return append(append([]byte{'['}, bytes.Join(items, []byte{','})...), ']')
+}
+
+// writeRPCError answers with a JSON-RPC error body and an HTTP status.
+func writeRPCError(w http.ResponseWriter, status int, id any, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(rpcError(id, code, msg))
+}

@@ -1,0 +1,342 @@
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"unicode/utf8"
+)
+
+// maxDepth bounds the nesting of arrays and objects in one message.
+const maxDepth = 64
+
+// msgKind says what a JSON-RPC message is.
+type msgKind int
+
+const (
+	kindCall         msgKind = iota // a request with an id
+	kindNotification                // a request without an id
+	kindResponse                    // a result or an error
+)
+
+// message is one JSON-RPC message as the proxy decoded and decided it. obj is
+// the whole decoded object; what is forwarded is its re-encoding. Numbers are
+// json.Number, so their literal survives re-encoding.
+type message struct {
+	obj    map[string]any
+	kind   msgKind
+	method string         // requests only
+	id     any            // string or json.Number; nil for notifications
+	params map[string]any // nil when absent
+}
+
+// idKey returns a comparable key for a JSON-RPC id ("" for none), so that a
+// numeric 1 and a string "1" never collide.
+func idKey(id any) string {
+	switch v := id.(type) {
+	case string:
+		return "s" + v
+	case json.Number:
+		return "n" + string(v)
+	}
+	return ""
+}
+
+// errParse is wrapped by every syntax-level failure (JSON-RPC code -32700);
+// other parse failures are invalid requests (-32600).
+var errParse = errors.New("mcp: parse error")
+
+// parseBody decodes an HTTP request body: one message, or (batch true) a
+// non-empty array of messages. It accepts only valid UTF-8 without lone
+// surrogate escapes, no duplicate object keys at any depth, no trailing data,
+// nesting up to maxDepth, and messages that are well-formed JSON-RPC 2.0.
+func parseBody(data []byte) (msgs []*message, batch bool, err error) {
+	v, err := decodeStrict(data)
+	if err != nil {
+		return nil, false, err
+	}
+	if arr, ok := v.([]any); ok {
+		if len(arr) == 0 {
+			return nil, true, errors.New("mcp: empty batch")
+		}
+		msgs = make([]*message, 0, len(arr))
+		for i, e := range arr {
+			m, err := toMessage(e)
+			if err != nil {
+				return nil, true, fmt.Errorf("batch element %d: %w", i, err)
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs, true, nil
+	}
+	m, err := toMessage(v)
+	if err != nil {
+		return nil, false, err
+	}
+	return []*message{m}, false, nil
+}
+
+// encode returns the bytes the proxy forwards for m: its decoded object
+// re-encoded, with object keys sorted.
+func (m *message) encode() []byte { return encodeValue(m.obj) }
+
+// encodeValue encodes a decoded value without HTML escaping.
+func encodeValue(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Values come from decodeStrict and hold only encodable types.
+		panic(fmt.Sprintf("mcp: encoding a decoded value: %v", err))
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// encodeBatch encodes messages as a JSON array.
+func encodeBatch(msgs []*message) []byte {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m.encode())
+	}
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+func toMessage(v any) (*message, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("mcp: invalid request: a message must be a JSON object")
+	}
+	m := &message{obj: obj}
+	for k := range obj {
+		switch k {
+		case "jsonrpc", "id", "method", "params", "result", "error":
+		default:
+			return nil, fmt.Errorf("mcp: invalid request: unknown member %q", k)
+		}
+	}
+	if obj["jsonrpc"] != "2.0" {
+		return nil, errors.New(`mcp: invalid request: jsonrpc must be "2.0"`)
+	}
+	id, hasID := obj["id"]
+	if hasID {
+		switch x := id.(type) {
+		case string:
+		case json.Number:
+			if _, err := strconv.ParseInt(string(x), 10, 64); err != nil {
+				return nil, fmt.Errorf("mcp: invalid request: id %s is not an integer", x)
+			}
+		case nil:
+		default:
+			return nil, errors.New("mcp: invalid request: id must be a string or an integer")
+		}
+		m.id = id
+	}
+	if mv, ok := obj["method"]; ok {
+		method, ok := mv.(string)
+		if !ok || method == "" {
+			return nil, errors.New("mcp: invalid request: method must be a non-empty string")
+		}
+		if _, ok := obj["result"]; ok {
+			return nil, errors.New("mcp: invalid request: a request cannot carry a result")
+		}
+		if _, ok := obj["error"]; ok {
+			return nil, errors.New("mcp: invalid request: a request cannot carry an error")
+		}
+		m.method = method
+		m.kind = kindNotification
+		if hasID {
+			if id == nil {
+				return nil, errors.New("mcp: invalid request: a request id cannot be null")
+			}
+			m.kind = kindCall
+		}
+		if p, ok := obj["params"]; ok {
+			po, ok := p.(map[string]any)
+			if !ok {
+				return nil, errors.New("mcp: invalid request: params must be an object")
+			}
+			m.params = po
+		}
+		return m, nil
+	}
+	// A response.
+	if _, ok := obj["params"]; ok {
+		return nil, errors.New("mcp: invalid request: a response cannot carry params")
+	}
+	if !hasID {
+		return nil, errors.New("mcp: invalid request: a message needs a method or an id")
+	}
+	res, hasRes := obj["result"]
+	e, hasErr := obj["error"]
+	switch {
+	case hasRes == hasErr:
+		return nil, errors.New("mcp: invalid request: a response needs exactly one of result and error")
+	case hasRes:
+		if id == nil {
+			return nil, errors.New("mcp: invalid request: a result needs a non-null id")
+		}
+		if _, ok := res.(map[string]any); !ok {
+			return nil, errors.New("mcp: invalid request: result must be an object")
+		}
+	default:
+		eo, ok := e.(map[string]any)
+		if !ok {
+			return nil, errors.New("mcp: invalid request: error must be an object")
+		}
+		code, ok := eo["code"].(json.Number)
+		if !ok {
+			return nil, errors.New("mcp: invalid request: error code must be an integer")
+		}
+		if _, err := strconv.ParseInt(string(code), 10, 64); err != nil {
+			return nil, errors.New("mcp: invalid request: error code must be an integer")
+		}
+		if _, ok := eo["message"].(string); !ok {
+			return nil, errors.New("mcp: invalid request: error message must be a string")
+		}
+	}
+	m.kind = kindResponse
+	return m, nil
+}
+
+// decodeStrict decodes one JSON value. Objects become map[string]any,
+// numbers json.Number.
+func decodeStrict(data []byte) (any, error) {
+	if !utf8.Valid(data) {
+		return nil, fmt.Errorf("%w: invalid UTF-8", errParse)
+	}
+	if err := checkSurrogates(data); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	v, err := decodeValue(dec, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the message", errParse)
+	}
+	return v, nil
+}
+
+func decodeValue(dec *json.Decoder, depth int) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("%w: %v", errParse, err)
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil // string, json.Number, bool or nil
+	}
+	if depth >= maxDepth {
+		return nil, fmt.Errorf("%w: nested deeper than %d", errParse, maxDepth)
+	}
+	switch d {
+	case '{':
+		obj := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", errParse, err)
+			}
+			k, ok := kt.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: object key is not a string", errParse)
+			}
+			if _, dup := obj[k]; dup {
+				return nil, fmt.Errorf("%w: duplicate key %q", errParse, k)
+			}
+			v, err := decodeValue(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			obj[k] = v
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, fmt.Errorf("%w: %v", errParse, err)
+		}
+		return obj, nil
+	case '[':
+		arr := []any{}
+		for dec.More() {
+			v, err := decodeValue(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, fmt.Errorf("%w: %v", errParse, err)
+		}
+		return arr, nil
+	}
+	return nil, fmt.Errorf("%w: unexpected %v", errParse, d)
+}
+
+// checkSurrogates rejects \u escapes of lone UTF-16 surrogates, which
+// decoders disagree about (replaced, rejected or passed through).
+func checkSurrogates(data []byte) error {
+	inStr := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if !inStr {
+			if c == '"' {
+				inStr = true
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inStr = false
+		case '\\':
+			if i+1 >= len(data) {
+				return nil // the decoder reports the syntax error
+			}
+			if data[i+1] != 'u' {
+				i++
+				continue
+			}
+			r, ok := hex4(data, i+2)
+			if !ok {
+				return nil
+			}
+			i += 5
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return fmt.Errorf("%w: lone surrogate escape", errParse)
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+2 >= len(data) || data[i+1] != '\\' || data[i+2] != 'u' {
+					return fmt.Errorf("%w: lone surrogate escape", errParse)
+				}
+				lo, ok := hex4(data, i+3)
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return fmt.Errorf("%w: lone surrogate escape", errParse)
+				}
+				i += 6
+			}
+		}
+	}
+	return nil
+}
+
+func hex4(data []byte, at int) (rune, bool) {
+	if at+4 > len(data) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(data[at:at+4]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	return rune(n), true
+}

@@ -1,0 +1,308 @@
+package mcp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
+)
+
+// DefaultMaxMessageBytes is the request body limit when
+// Config.MaxMessageBytes is zero.
+const DefaultMaxMessageBytes = 4 << 20
+
+// Caller is who the tunnel says is calling. It is never taken from the
+// request.
+type Caller struct {
+	Name string   // node name
+	ID   string   // SPIFFE ID
+	Tags []string // with the "tag:" prefix, e.g. "tag:billing"
+}
+
+// identity converts the caller to the policy's form (tags without "tag:").
+func (c Caller) identity() policy.Identity {
+	return policy.Identity{Name: c.Name, ID: c.ID, Tags: stripTags(c.Tags)}
+}
+
+// Service is one mesh-only MCP service this node serves.
+type Service struct {
+	Name string
+	Tags []string // "tag:x" form
+	URL  string   // Streamable HTTP upstream; must be on loopback
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// Node is the serving node's name, for audit events.
+	Node string
+	// WhoIs names the caller at a remote address. An error refuses the
+	// request with HTTP 403; nothing is forwarded.
+	WhoIs func(remote netip.Addr) (Caller, error)
+	// Policy returns the current compiled policy and its version. A nil
+	// policy denies every call.
+	Policy func() (*policy.Policy, uint64)
+	// Audit is called once per decision, with every field but Seq filled.
+	// It must not block for long: it runs on the request path.
+	Audit func(api.AuditEvent)
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// MaxMessageBytes bounds a request body (default DefaultMaxMessageBytes).
+	// A larger body gets a JSON-RPC error and is never forwarded.
+	MaxMessageBytes int64
+	// HTTPClient reaches the upstreams. The default has no overall timeout
+	// (SSE streams are long-lived) and ignores proxy environment variables.
+	HTTPClient *http.Client
+}
+
+// Proxy is the MCP-aware L7 proxy for a node's mesh-only services. Its
+// methods are safe for concurrent use.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client
+	ownsTr *http.Transport // the default client's transport, closed by Close
+
+	mu       sync.Mutex
+	services map[string]*service
+	servers  map[*http.Server]struct{}
+	closed   bool
+}
+
+// service is a Service as the proxy serves it.
+type service struct {
+	Service
+	upstream *url.URL
+	dst      policy.Service
+
+	// sessions maps an upstream Mcp-Session-Id to its state.
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+// session is an upstream session and the identity that opened it.
+type session struct {
+	owner string // the caller's SPIFFE ID
+
+	mu      sync.Mutex
+	version string            // negotiated protocol version, once known
+	pending map[string]string // id key -> method of list requests in flight
+}
+
+// maxPending bounds the list requests remembered per session.
+const maxPending = 1024
+
+func (s *session) remember(id any, method string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending = map[string]string{}
+	}
+	if len(s.pending) >= maxPending {
+		for k := range s.pending {
+			delete(s.pending, k)
+			break
+		}
+	}
+	s.pending[idKey(id)] = method
+}
+
+// protocol returns the session's protocol version: hdr, when the request
+// names one (and the session learns it), else what the session knows.
+func (s *session) protocol(hdr string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hdr == "" {
+		return s.version
+	}
+	if s.version == "" {
+		s.version = hdr
+	}
+	return hdr
+}
+
+func (s *session) lookup(key string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.pending[key]
+	return m, ok
+}
+
+func (s *session) forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, key)
+}
+
+// New returns a Proxy with no services.
+func New(cfg Config) *Proxy {
+	p := &Proxy{cfg: cfg, services: map[string]*service{}, servers: map[*http.Server]struct{}{}}
+	p.log = cfg.Logger
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.cfg.MaxMessageBytes <= 0 {
+		p.cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	p.client = cfg.HTTPClient
+	if p.client == nil {
+		p.ownsTr = &http.Transport{
+			Proxy:                 nil, // upstreams are on loopback; never via a proxy
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          512,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+		p.client = &http.Client{
+			Transport: p.ownsTr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse // never follow an upstream elsewhere
+			},
+		}
+	}
+	return p
+}
+
+// SetService adds or replaces a service. It refuses a URL that is not http
+// or whose host is not a loopback IP or "localhost". Replacing a service
+// keeps its sessions when the URL is unchanged.
+func (p *Proxy) SetService(s Service) error {
+	if s.Name == "" || strings.ContainsAny(s.Name, "/ ") {
+		return fmt.Errorf("mcp: service name %q: must be non-empty without '/' or spaces", s.Name)
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return fmt.Errorf("mcp: service %q: upstream URL: %w", s.Name, err)
+	}
+	if u.Scheme != "http" {
+		return fmt.Errorf("mcp: service %q: upstream %q: scheme must be http (a loopback upstream needs no TLS)", s.Name, s.URL)
+	}
+	if !loopbackHost(u.Hostname()) {
+		return fmt.Errorf("mcp: service %q: upstream %q is not on a loopback address (use 127.0.0.1, ::1 or localhost)", s.Name, s.URL)
+	}
+	if u.User != nil {
+		return fmt.Errorf("mcp: service %q: upstream URL must not carry credentials", s.Name)
+	}
+	svc := &service{
+		Service:  s,
+		upstream: u,
+		dst:      policy.Service{Name: s.Name, Tags: stripTags(s.Tags)},
+		sessions: map[string]*session{},
+	}
+	svc.Tags = append([]string(nil), s.Tags...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old := p.services[s.Name]; old != nil && old.URL == s.URL {
+		old.mu.Lock()
+		svc.sessions = old.sessions
+		old.mu.Unlock()
+	}
+	p.services[s.Name] = svc
+	return nil
+}
+
+// RemoveService stops serving a service. Requests in flight finish; its
+// sessions are forgotten.
+func (p *Proxy) RemoveService(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.services, name)
+}
+
+func (p *Proxy) service(name string) *service {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.services[name]
+}
+
+// Handler returns the HTTP handler serving /svc/{name}/mcp for every
+// service. The caller is named by WhoIs from the request's RemoteAddr.
+func (p *Proxy) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/svc/{name}/mcp", p.serveMCP)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeRPCError(w, http.StatusNotFound, nil, codeNotFound, "mcp: no MCP endpoint at "+r.URL.Path+" (services are at /svc/NAME/mcp)")
+	})
+	return mux
+}
+
+// Serve serves Handler on ln until Close. SSE streams may live long: there
+// is no read or write timeout on a request once its headers are read, only
+// on reading headers, reading a request body and idling.
+func (p *Proxy) Serve(ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           p.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return fmt.Errorf("mcp: serve: %w", net.ErrClosed)
+	}
+	p.servers[srv] = struct{}{}
+	p.mu.Unlock()
+	err := srv.Serve(ln)
+	p.mu.Lock()
+	delete(p.servers, srv)
+	p.mu.Unlock()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("mcp: serve: %w", err)
+}
+
+// Close stops every Serve (closing their listeners and connections, SSE
+// streams included) and the idle upstream connections of the default client.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	srvs := make([]*http.Server, 0, len(p.servers))
+	for s := range p.servers {
+		srvs = append(srvs, s)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, s := range srvs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p.ownsTr != nil {
+		p.ownsTr.CloseIdleConnections()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("mcp: close: %w", err)
+	}
+	return nil
+}
+
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+func stripTags(tags []string) []string {
+	if len(tags) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, strings.TrimPrefix(t, "tag:"))
+	}
+	return out
+}

@@ -1,0 +1,286 @@
+package mcp
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/mcpmesh/mcpmesh/mcp/policy"
+)
+
+// hopHeaders are not copied from an upstream answer.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Transfer-Encoding": true, "Te": true,
+	"Trailer": true, "Upgrade": true, "Content-Length": true, "Proxy-Connection": true,
+	"Set-Cookie": true,
+}
+
+// listKeys are the result members that carry listed items, with the key
+// naming each item and the kind it is decided as.
+var listKeys = []struct {
+	member, key, method string
+	kind                policy.Kind
+}{
+	{"tools", "name", "tools/list", policy.KindTool},
+	{"resources", "uri", "resources/list", policy.KindResource},
+	{"resourceTemplates", "uriTemplate", "resources/templates/list", policy.KindResource},
+	{"prompts", "name", "prompts/list", policy.KindPrompt},
+}
+
+// mayList is a cheap test for an answer that may carry a list: a list
+// member appears as a quoted key in the raw bytes.
+func mayList(data []byte) bool {
+	for _, l := range listKeys {
+		if bytes.Contains(data, []byte(`"`+l.member+`"`)) {
+			return true
+		}
+	}
+	return false
+}
+
+// relay copies an upstream answer to the caller, filtering list answers and
+// adding the error responses of denied batch elements.
+func (x *exchange) relay(resp *http.Response, lists map[string]string, denials [][]byte) {
+	h := x.w.Header()
+	for k, vs := range resp.Header {
+		if !hopHeaders[k] {
+			h[k] = vs
+		}
+	}
+	switch baseMediaType(resp.Header.Get("Content-Type")) {
+	case "text/event-stream":
+		// Events are re-encoded and filtered, so the upstream's length (an
+		// SSE answer may carry one) no longer holds.
+		h.Del("Content-Length")
+		x.w.WriteHeader(resp.StatusCode)
+		// Send the headers now: a client waits for them before it goes on,
+		// and a standalone stream may carry no event for a long time.
+		_ = http.NewResponseController(x.w).Flush()
+		x.relaySSE(resp.Body, lists, denials)
+	case "application/json":
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody+1))
+		if err != nil || len(body) > maxUpstreamBody {
+			h.Del("Content-Type")
+			writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream answer unreadable or too large")
+			return
+		}
+		if resp.StatusCode/100 == 2 && (len(denials) > 0 || mayList(body)) {
+			body = x.rewrite(body, lists, denials)
+		}
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		x.w.WriteHeader(resp.StatusCode)
+		x.w.Write(body)
+	default:
+		if len(denials) > 0 && resp.StatusCode/100 == 2 {
+			// The allowed part was only notifications or responses.
+			out := joinBatch(denials)
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Length", strconv.Itoa(len(out)))
+			x.w.WriteHeader(http.StatusOK)
+			x.w.Write(out)
+			return
+		}
+		x.w.WriteHeader(resp.StatusCode)
+		io.Copy(x.w, io.LimitReader(resp.Body, maxUpstreamBody))
+	}
+}
+
+// rewrite filters the list answers in a JSON answer (one response or a
+// batch) and appends denials. Bytes it cannot decode pass unchanged.
+func (x *exchange) rewrite(body []byte, lists map[string]string, denials [][]byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		if len(denials) > 0 {
+			x.p.log.Warn("mcp: undecodable upstream answer to a batch", "service", x.d.svc.Name, "err", err)
+		}
+		return body
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		x.filterResponse(t, lists)
+		if len(denials) == 0 {
+			return encodeValue(t)
+		}
+		return joinBatch(append([][]byte{encodeValue(t)}, denials...))
+	case []any:
+		items := make([][]byte, 0, len(t)+len(denials))
+		for _, e := range t {
+			if o, ok := e.(map[string]any); ok {
+				x.filterResponse(o, lists)
+			}
+			items = append(items, encodeValue(e))
+		}
+		return joinBatch(append(items, denials...))
+	}
+	return body
+}
+
+// filterResponse filters the result of a response to a list request. The
+// method is found from this exchange's list requests, then the session's;
+// an answer to an id the proxy does not know (a replayed stream) is filtered
+// by its shape.
+func (x *exchange) filterResponse(o map[string]any, lists map[string]string) bool {
+	res, ok := o["result"].(map[string]any)
+	if !ok {
+		return false
+	}
+	key := idKey(o["id"])
+	method, known := lists[key]
+	if !known && x.sess != nil {
+		method, known = x.sess.lookup(key)
+	}
+	if x.sess != nil && known {
+		x.sess.forget(key)
+	}
+	var pol *policy.Policy
+	if x.p.cfg.Policy != nil {
+		pol, _ = x.p.cfg.Policy() // the policy now, not when the request came
+	}
+	changed := false
+	for _, l := range listKeys {
+		if known && method != l.method {
+			continue
+		}
+		items, ok := res[l.member].([]any)
+		if !ok {
+			continue
+		}
+		kept := make([]any, 0, len(items))
+		for _, it := range items {
+			item, ok := it.(map[string]any)
+			if !ok {
+				continue
+			}
+			name, _ := item[l.key].(string)
+			if pol != nil && pol.Visible(policy.Request{Src: x.d.id, Dst: x.d.svc.dst, Kind: l.kind, Name: name}) {
+				kept = append(kept, it)
+			}
+		}
+		if len(kept) != len(items) {
+			changed = true
+		}
+		res[l.member] = kept
+	}
+	return changed
+}
+
+// relaySSE copies an event stream event by event, rewriting the data of
+// events that answer list requests, and flushing after every event.
+func (x *exchange) relaySSE(body io.Reader, lists map[string]string, denials [][]byte) {
+	rc := http.NewResponseController(x.w)
+	for _, d := range denials {
+		x.w.Write([]byte("event: message\ndata: "))
+		x.w.Write(d)
+		x.w.Write([]byte("\n\n"))
+	}
+	if len(denials) > 0 {
+		rc.Flush()
+	}
+	br := bufio.NewReaderSize(body, 64<<10)
+	var ev [][]byte // raw lines of the event being read, without line ends
+	var total int
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A long line: collect it whole.
+			buf := append([]byte(nil), line...)
+			for err == bufio.ErrBufferFull {
+				line, err = br.ReadSlice('\n')
+				buf = append(buf, line...)
+				if len(buf) > maxUpstreamBody {
+					return
+				}
+			}
+			line = buf
+		}
+		if len(line) == 0 && err != nil {
+			if len(ev) > 0 {
+				x.emitEvent(rc, ev, lists)
+			}
+			return
+		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) == 0 {
+			x.emitEvent(rc, ev, lists)
+			ev, total = ev[:0], 0
+		} else {
+			ev = append(ev, append([]byte(nil), line...))
+			total += len(line)
+			if total > maxUpstreamBody {
+				return
+			}
+		}
+		if err != nil {
+			if len(ev) > 0 {
+				x.emitEvent(rc, ev, lists)
+			}
+			return
+		}
+	}
+}
+
+// emitEvent writes one event (and the blank line ending it).
+func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map[string]string) {
+	var data [][]byte
+	name := ""
+	for _, l := range ev {
+		f, v := sseField(l)
+		switch f {
+		case "data":
+			data = append(data, v)
+		case "event":
+			name = string(v)
+		}
+	}
+	var out bytes.Buffer
+	if len(data) > 0 && (name == "" || name == "message") {
+		joined := bytes.Join(data, []byte("\n"))
+		if mayList(joined) {
+			nd := x.rewrite(joined, lists, nil)
+			if !bytes.Equal(nd, joined) {
+				wrote := false
+				for _, l := range ev {
+					if f, _ := sseField(l); f == "data" {
+						if !wrote {
+							out.WriteString("data: ")
+							out.Write(nd)
+							out.WriteByte('\n')
+							wrote = true
+						}
+						continue
+					}
+					out.Write(l)
+					out.WriteByte('\n')
+				}
+				out.WriteByte('\n')
+				x.w.Write(out.Bytes())
+				rc.Flush()
+				return
+			}
+		}
+	}
+	for _, l := range ev {
+		out.Write(l)
+		out.WriteByte('\n')
+	}
+	out.WriteByte('\n')
+	x.w.Write(out.Bytes())
+	rc.Flush()
+}
+
+// sseField splits an SSE line into field name and value.
+func sseField(l []byte) (string, []byte) {
+	if len(l) > 0 && l[0] == ':' {
+		return "", nil // comment
+	}
+	f, v, found := bytes.Cut(l, []byte(":"))
+	if !found {
+		return string(l), nil
+	}
+	return string(f), bytes.TrimPrefix(v, []byte(" "))
+}

@@ -1,0 +1,394 @@
+// Package stdioserve runs a stdio MCP server behind a loopback Streamable
+// HTTP endpoint, so the node's proxy treats it like any other upstream.
+//
+// Every MCP session gets its own process: the initialize request starts
+// one, DELETE (or the node stopping) ends it. That is what makes the
+// sessions of different callers unable to see each other's responses,
+// notifications, subscriptions or logging levels, which no multiplexing
+// over a single process could promise. A process that exits ends its
+// session; starting processes is throttled with backoff so a crashing
+// server cannot spin the host. Stderr goes to the node's log.
+package stdioserve
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Limits.
+const (
+	maxMessageBytes = 4 << 20
+	maxSessions     = 64
+	requestTimeout  = 5 * time.Minute
+	backlog         = 256 // server-initiated messages kept for a session without a GET stream
+)
+
+// Server is a running stdio upstream.
+type Server struct {
+	argv []string
+	log  *slog.Logger
+	ln   net.Listener
+	hs   *http.Server
+
+	mu struct {
+		sync.Mutex
+		sessions  map[string]*session
+		failures  int       // consecutive processes that died at start
+		nextSpawn time.Time // backoff after failures
+		closed    bool
+	}
+}
+
+// SplitCommand splits a command line on spaces, honouring single and double
+// quotes; there is no shell, so nothing else is special.
+func SplitCommand(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	var quote rune
+	inWord := false
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("stdioserve: unterminated %c quote in %q", quote, s)
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("stdioserve: empty command")
+	}
+	return out, nil
+}
+
+// Start checks the command exists and serves it on a loopback port.
+func Start(command string, log *slog.Logger) (*Server, error) {
+	argv, err := SplitCommand(command)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, fmt.Errorf("stdioserve: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("stdioserve: %w", err)
+	}
+	s := &Server{argv: argv, log: log, ln: ln}
+	s.mu.sessions = map[string]*session{}
+	s.hs = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.hs.Serve(ln) }() // ends with Close
+	return s, nil
+}
+
+// URL is the loopback Streamable HTTP endpoint.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() + "/mcp" }
+
+// Close ends every session and its process.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.mu.closed = true
+	sessions := s.mu.sessions
+	s.mu.sessions = map[string]*session{}
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.close()
+	}
+	return s.hs.Close()
+}
+
+// session is one process and what is waiting on it.
+type session struct {
+	id    string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	waiting map[string]chan []byte // request id → its response
+	queue   chan []byte            // messages the server started
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (ss *session) close() {
+	ss.once.Do(func() {
+		close(ss.done)
+		ss.stdin.Close()
+		if ss.cmd.Process != nil {
+			_ = ss.cmd.Process.Kill()
+		}
+	})
+}
+
+type envelope struct {
+	ID     json.RawMessage `json:"id,omitempty"`
+	Method string          `json:"method,omitempty"`
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		s.post(w, r)
+	case http.MethodGet:
+		s.stream(w, r)
+	case http.MethodDelete:
+		if ss := s.session(r); ss != nil {
+			s.drop(ss)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		http.Error(w, "unknown session", http.StatusNotFound)
+	default:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+func (s *Server) session(r *http.Request) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.sessions[r.Header.Get("Mcp-Session-Id")]
+}
+
+func (s *Server) drop(ss *session) {
+	s.mu.Lock()
+	delete(s.mu.sessions, ss.id)
+	s.mu.Unlock()
+	ss.close()
+}
+
+func (s *Server) post(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxMessageBytes+1))
+	if err != nil || len(body) > maxMessageBytes {
+		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body = bytes.TrimSpace(body)
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		http.Error(w, "a single JSON-RPC message is expected", http.StatusBadRequest)
+		return
+	}
+	ss := s.session(r)
+	if ss == nil {
+		if env.Method != "initialize" || r.Header.Get("Mcp-Session-Id") != "" {
+			http.Error(w, "unknown session; send initialize first", http.StatusNotFound)
+			return
+		}
+		if ss, err = s.spawn(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	isRequest := len(env.ID) > 0 && env.Method != ""
+	var ch chan []byte
+	if isRequest {
+		ch = make(chan []byte, 1)
+		ss.mu.Lock()
+		ss.waiting[string(env.ID)] = ch
+		ss.mu.Unlock()
+	}
+	if _, err := ss.stdin.Write(append(body, '\n')); err != nil {
+		s.drop(ss)
+		http.Error(w, "the server process has exited", http.StatusBadGateway)
+		return
+	}
+	w.Header().Set("Mcp-Session-Id", ss.id)
+	if !isRequest {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	select {
+	case resp := <-ch:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(resp)
+	case <-ss.done:
+		http.Error(w, "the server process has exited", http.StatusBadGateway)
+	case <-r.Context().Done():
+	case <-time.After(requestTimeout):
+		http.Error(w, "the server did not answer in time", http.StatusGatewayTimeout)
+	}
+	ss.mu.Lock()
+	delete(ss.waiting, string(env.ID))
+	ss.mu.Unlock()
+}
+
+// stream is the standalone SSE stream: messages the server process starts.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	ss := s.session(r)
+	if ss == nil {
+		http.Error(w, "unknown session", http.StatusNotFound)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	for {
+		select {
+		case msg := <-ss.queue:
+			if _, err := fmt.Fprintf(w, "event: message\ndata: %s\n\n", msg); err != nil {
+				return
+			}
+			fl.Flush()
+		case <-ss.done:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// spawn starts a process for a new session, throttled after failures.
+func (s *Server) spawn() (*session, error) {
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return nil, errors.New("stdio upstream is stopped")
+	}
+	if len(s.mu.sessions) >= maxSessions {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("too many sessions (%d); end one first", maxSessions)
+	}
+	if wait := time.Until(s.mu.nextSpawn); wait > 0 {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("the server keeps exiting at start; next try in %s", wait.Round(time.Millisecond))
+	}
+	s.mu.Unlock()
+
+	var idb [16]byte
+	_, _ = rand.Read(idb[:])
+	cmd := exec.Command(s.argv[0], s.argv[1:]...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	ss := &session{id: hex.EncodeToString(idb[:]), cmd: cmd, stdin: stdin, log: s.log,
+		waiting: map[string]chan []byte{}, queue: make(chan []byte, backlog), done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		s.failed()
+		return nil, fmt.Errorf("start %s: %w", s.argv[0], err)
+	}
+	started := time.Now()
+	s.mu.Lock()
+	s.mu.sessions[ss.id] = ss
+	s.mu.Unlock()
+	go ss.logStderr(stderr, s.argv[0])
+	go func() {
+		ss.readStdout(stdout)
+		err := cmd.Wait()
+		if time.Since(started) < 2*time.Second && !isClosed(ss.done) {
+			s.failed()
+		} else {
+			s.mu.Lock()
+			s.mu.failures = 0
+			s.mu.Unlock()
+		}
+		s.log.Info("stdio server process exited", "session", ss.id, "err", err)
+		s.drop(ss)
+	}()
+	return ss, nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// failed backs off new processes exponentially after quick exits.
+func (s *Server) failed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.failures++
+	d := min(time.Duration(1<<min(s.mu.failures, 6))*250*time.Millisecond, 30*time.Second)
+	s.mu.nextSpawn = time.Now().Add(d)
+}
+
+// readStdout routes each message the process writes: a response to the
+// POST waiting for its id, anything else to the session's stream.
+func (ss *session) readStdout(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxMessageBytes)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		msg := append([]byte(nil), line...)
+		var env envelope
+		if json.Unmarshal(msg, &env) != nil {
+			ss.log.Warn("stdio server wrote a line that is not JSON; dropped")
+			continue
+		}
+		if len(env.ID) > 0 && env.Method == "" {
+			ss.mu.Lock()
+			ch := ss.waiting[string(env.ID)]
+			ss.mu.Unlock()
+			if ch != nil {
+				ch <- msg
+				continue
+			}
+		}
+		select {
+		case ss.queue <- msg:
+		default:
+			ss.log.Warn("session has no listener for server messages; dropped one", "session", ss.id)
+		}
+	}
+}
+
+func (ss *session) logStderr(r io.Reader, name string) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		ss.log.Info("stdio server stderr", "cmd", name, "session", ss.id, "line", sc.Text())
+	}
+}

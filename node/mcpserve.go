@@ -1,0 +1,293 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/stdioserve"
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+)
+
+// MCPPort is the TCP port of every node's MCP proxy on its mesh addresses.
+// It is the same everywhere so a caller needs only the serving node's name.
+const MCPPort = 7811
+
+const fileServices = "services.json"
+
+// startProxy runs the MCP proxy on the mesh address and re-serves the
+// services saved in the state directory.
+func (n *Node) startProxy() error {
+	n.proxy = mcp.New(mcp.Config{
+		Node: n.enr.Name,
+		WhoIs: func(addr netip.Addr) (mcp.Caller, error) {
+			p, err := n.WhoIs(addr)
+			if err != nil {
+				return mcp.Caller{}, err
+			}
+			return mcp.Caller{Name: p.Name, ID: p.ID, Tags: p.Tags}, nil
+		},
+		Policy: n.Policy,
+		Audit: func(ev api.AuditEvent) {
+			if err := n.RecordAudit(ev); err != nil {
+				n.log.Error("audit event not recorded", "err", err, "event", ev)
+			}
+		},
+		Logger: n.log.With("c", "mcp"),
+	})
+	ln, err := n.tun.ListenTCP(MCPPort)
+	if err != nil {
+		return fmt.Errorf("node: MCP proxy: %w", err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.proxy.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			n.log.Error("MCP proxy stopped", "err", err)
+		}
+	}()
+	saved, err := n.loadServices()
+	if err != nil {
+		return err
+	}
+	for _, s := range saved {
+		url, err := n.upstreamURL(s)
+		if err == nil {
+			err = n.proxy.SetService(mcp.Service{Name: s.Name, Tags: s.Tags, URL: url})
+		}
+		if err != nil {
+			n.log.Error("saved service not served", "service", s.Name, "err", err)
+			continue
+		}
+		n.mu.served = append(n.mu.served, s)
+		n.mu.services = append(n.mu.services, api.ServiceSpec{Name: s.Name, Tags: s.Tags})
+	}
+	return nil
+}
+
+func (n *Node) loadServices() ([]localapi.ServeRequest, error) {
+	b, err := os.ReadFile(n.state.path(fileServices))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var out []localapi.ServeRequest
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("node: %s: %w", fileServices, err)
+	}
+	return out, nil
+}
+
+// Serve publishes an MCP service as mesh-only: the proxy serves it on the
+// mesh address, the coordinator lists it, and it is saved so a restart
+// serves it again. It implements localapi.Backend.
+func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.ServeResult, error) {
+	if err := identity.ValidateNodeName(req.Name); err != nil {
+		return nil, fmt.Errorf("service name %q: use lowercase letters, digits and '-'", req.Name)
+	}
+	if (req.Upstream == "") == (req.Stdio == "") {
+		return nil, errors.New("an upstream is required: --upstream http://127.0.0.1:PORT/mcp or --stdio \"CMD ARGS\"")
+	}
+	url, err := n.upstreamURL(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.proxy.SetService(mcp.Service{Name: req.Name, Tags: req.Tags, URL: url}); err != nil {
+		n.stopStdio(req.Name)
+		return nil, err
+	}
+	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
+	if req.Upstream != "" {
+		res.Warnings = exposureWarnings(req.Upstream)
+	}
+	n.mu.Lock()
+	n.mu.served = slices.DeleteFunc(n.mu.served, func(s localapi.ServeRequest) bool { return s.Name == req.Name })
+	n.mu.served = append(n.mu.served, req)
+	specs := servedSpecs(n.mu.served)
+	err = n.saveServicesLocked()
+	n.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.SetServices(ctx, specs); err != nil {
+		return res, fmt.Errorf("serving %s locally, but the coordinator did not take it (it will be sent again on reconnect): %w", req.Name, err)
+	}
+	n.log.Info("serving mesh-only service", "service", req.Name, "upstream", req.Upstream, "tags", req.Tags)
+	return res, nil
+}
+
+// Unserve stops serving a service.
+func (n *Node) Unserve(ctx context.Context, name string) error {
+	n.mu.Lock()
+	before := len(n.mu.served)
+	n.mu.served = slices.DeleteFunc(n.mu.served, func(s localapi.ServeRequest) bool { return s.Name == name })
+	if len(n.mu.served) == before {
+		n.mu.Unlock()
+		return fmt.Errorf("this node does not serve %q", name)
+	}
+	specs := servedSpecs(n.mu.served)
+	err := n.saveServicesLocked()
+	n.mu.Unlock()
+	n.proxy.RemoveService(name)
+	n.stopStdio(name)
+	if err != nil {
+		return err
+	}
+	return n.SetServices(ctx, specs)
+}
+
+// upstreamURL is the service's HTTP upstream, starting the supervisor of a
+// stdio server (replacing one already running for the name).
+func (n *Node) upstreamURL(req localapi.ServeRequest) (string, error) {
+	n.stopStdio(req.Name)
+	if req.Stdio == "" {
+		return req.Upstream, nil
+	}
+	srv, err := stdioserve.Start(req.Stdio, n.log.With("service", req.Name))
+	if err != nil {
+		return "", err
+	}
+	n.mu.Lock()
+	if n.mu.stdio == nil {
+		n.mu.stdio = map[string]*stdioserve.Server{}
+	}
+	n.mu.stdio[req.Name] = srv
+	n.mu.Unlock()
+	return srv.URL(), nil
+}
+
+func (n *Node) stopStdio(name string) {
+	n.mu.Lock()
+	srv := n.mu.stdio[name]
+	delete(n.mu.stdio, name)
+	n.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+// stopAllStdio ends every stdio server process (node shutdown).
+func (n *Node) stopAllStdio() {
+	n.mu.Lock()
+	all := n.mu.stdio
+	n.mu.stdio = nil
+	n.mu.Unlock()
+	for _, srv := range all {
+		srv.Close()
+	}
+}
+
+func servedSpecs(served []localapi.ServeRequest) []api.ServiceSpec {
+	out := []api.ServiceSpec{}
+	for _, s := range served {
+		out = append(out, api.ServiceSpec{Name: s.Name, Tags: s.Tags})
+	}
+	return out
+}
+
+func (n *Node) saveServicesLocked() error {
+	b, err := json.MarshalIndent(n.mu.served, "", "  ")
+	if err != nil {
+		return fmt.Errorf("node: encode services: %w", err)
+	}
+	return identity.WriteFileAtomic(n.state.path(fileServices), append(b, '\n'), 0o600)
+}
+
+// exposureWarnings says when the upstream's port also accepts connections
+// on a non-loopback address of this host: then the mesh is not the only
+// way in, and the operator should bind the server to 127.0.0.1.
+func exposureWarnings(upstream string) []string {
+	u, err := url.Parse(upstream)
+	if err != nil || u.Port() == "" {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var warn []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(ipn.IP.String(), u.Port()), 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+			warn = append(warn, fmt.Sprintf("port %s also accepts connections on %s: the server is reachable off the mesh; bind it to 127.0.0.1", u.Port(), ipn.IP))
+		}
+	}
+	return warn
+}
+
+// mcpForwarder carries a local client's Streamable HTTP request to the
+// node serving the service, over the mesh. The serving node decides; this
+// side only finds the way and says clearly when there is none.
+func (n *Node) mcpForwarder() http.Handler {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return n.tun.DialContext(ctx, "tcp", addr)
+		},
+		ResponseHeaderTimeout: 0,
+		IdleConnTimeout:       90 * time.Second,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("service")
+		n.mu.Lock()
+		var host *api.Peer
+		found := false
+		for _, s := range n.mu.netmap.Catalog {
+			if s.Name == name {
+				found = true
+				if p, ok := n.mu.netmap.Peers[s.Node]; ok {
+					host = &p
+				}
+			}
+		}
+		n.mu.Unlock()
+		switch {
+		case !found:
+			jsonRPCError(w, http.StatusNotFound, fmt.Sprintf("service %q is not available to this node: it does not exist, or no grant lets %s call it (see `mcpmesh services list`)", name, n.enr.Name))
+			return
+		case host == nil || len(host.Addresses) == 0:
+			jsonRPCError(w, http.StatusBadGateway, fmt.Sprintf("the node serving %q is not in this node's netmap", name))
+			return
+		}
+		target := &url.URL{Scheme: "http", Host: net.JoinHostPort(host.Addresses[0].String(), strconv.Itoa(MCPPort)), Path: "/svc/" + name + "/mcp"}
+		rp := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.URL.Path, pr.Out.URL.RawPath = target.Scheme, target.Host, target.Path, ""
+				pr.Out.Host = target.Host
+			},
+			Transport:     tr,
+			FlushInterval: -1,
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				jsonRPCError(w, http.StatusBadGateway, fmt.Sprintf("node %s serving %q is unreachable over the mesh: %v", host.Name, name, err))
+			},
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// jsonRPCError answers with a JSON-RPC error an MCP client can show.
+func jsonRPCError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": nil, "error": map[string]any{"code": -32001, "message": msg}})
+}

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
+)
+
+// everythingBin finds @modelcontextprotocol/server-everything, which
+// .ci/run installs; CI must not skip these tests.
+func everythingBin(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("mcp-server-everything")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mcp-server-everything is not installed; .ci/run installs it with npm")
+		}
+		t.Skip("mcp-server-everything not installed (npm install -g @modelcontextprotocol/server-everything)")
+	}
+	return p
+}
+
+const everythingPolicy = `{
+  "groups": { "group:agents": ["node:agent"] },
+  "grants": [
+    { "src": ["group:agents"], "dst": ["svc:everything"], "tools": ["echo", "get-sum"] },
+  ],
+}`
+
+// startEverythingHTTP runs the npm server in Streamable HTTP mode. It binds
+// every interface, as shadow servers on laptops do.
+func startEverythingHTTP(t *testing.T, bin string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "streamableHttp")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, "server-everything to listen", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return "http://" + addr + "/mcp"
+}
+
+func TestServerEverythingFromNPMThroughTheMesh(t *testing.T) {
+	bin := everythingBin(t)
+	for _, mode := range []string{"http", "stdio"} {
+		t.Run(mode, func(t *testing.T) {
+			m := meshtest.New(t, meshtest.Options{})
+			srv := m.AddNode("tools-server")
+			req := localapi.ServeRequest{Name: "everything", Stdio: bin}
+			if mode == "http" {
+				req = localapi.ServeRequest{Name: "everything", Upstream: startEverythingHTTP(t, bin)}
+			}
+			if _, err := srv.Serve(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			agent := m.AddNode("agent")
+			applyPolicy(t, m, everythingPolicy)
+			m.WaitPeers(agent, "tools-server")
+			waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
+
+			s, err := meshClient(t, agent, "everything")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			tools, err := s.ListTools(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, tl := range tools.Tools {
+				names = append(names, tl.Name)
+			}
+			slices.Sort(names)
+			if !slices.Equal(names, []string{"echo", "get-sum"}) {
+				t.Fatalf("tools/list through the mesh: %v, want [echo get-sum]", names)
+			}
+			res, err := s.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "hi from the mesh"}})
+			if err != nil || res.IsError || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "hi from the mesh") {
+				t.Fatalf("echo: %v %+v", err, res)
+			}
+			res, err = s.CallTool(ctx, &sdk.CallToolParams{Name: "get-sum", Arguments: map[string]any{"a": 2, "b": 40}})
+			if err != nil || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "42") {
+				t.Fatalf("get-sum: %v %+v", err, res)
+			}
+			_, err = s.CallTool(ctx, &sdk.CallToolParams{Name: "get-env", Arguments: map[string]any{}})
+			if err == nil || !strings.Contains(err.Error(), "get-env") {
+				t.Fatalf("get-env must be refused by name: %v", err)
+			}
+		})
+	}
+}
