@@ -18,7 +18,7 @@ demo: build
 # lint. Root-only suites run when root (CI is root) and never skip there.
 test: lint
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./coordinator/... ./node/... ./identity/... ./test/e2e/
+	$(GO) test -count=1 -race -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./test/e2e/
 	$(MAKE) fuzz-smoke
 
 lint:
@@ -33,6 +33,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime 5s ./identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSigned$$' -fuzztime 5s ./coordinator/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 5s ./mcp/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMessage$$' -fuzztime 5s ./mcp/
 
 clean:
 	rm -rf bin
