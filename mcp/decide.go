@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -60,7 +61,8 @@ var listMethods = map[string]bool{
 type verdict struct {
 	allow  bool
 	code   int    // JSON-RPC error code when denied
-	reason string // why, for the audit trail and the error message
+	reason string // why, for the error message the caller sees
+	rule   string // the rule that decided, for the audit trail (reason when empty)
 	name   string // tool name, resource URI or prompt name
 	digest string // sha256 of the canonical arguments, if any
 }
@@ -129,7 +131,7 @@ func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict 
 		args = policyArgs(ao)
 	}
 	if d.pol == nil {
-		v.code, v.reason = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, d.unreachable())
+		v.code, v.reason, v.rule = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, d.unreachable()), d.unreachable()
 		return v
 	}
 	dec := d.pol.Decide(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: kind, Name: name, Args: args})
@@ -137,7 +139,7 @@ func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict 
 		v.allow, v.reason = true, dec.Reason
 		return v
 	}
-	v.code, v.reason = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, dec.Reason)
+	v.code, v.reason, v.rule = CodeDenied, fmt.Sprintf("%s %q denied for %s: %s", what, name, d.caller.ID, dec.Reason), dec.Reason
 	return v
 }
 
@@ -227,7 +229,7 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 		Method:     method,
 		Tool:       v.name,
 		Decision:   dec,
-		Reason:     v.reason,
+		Reason:     cmp.Or(v.rule, v.reason),
 		Policy:     d.ver,
 		LatencyUS:  time.Since(start).Microseconds(),
 		ArgsDigest: v.digest,

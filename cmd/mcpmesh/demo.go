@@ -131,7 +131,11 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		d.say("the same port from the host's own network (127.0.0.1:9000): %s", shorten(err))
 	}
 
-	d.step("4. An admin revokes billing-bot: every peer drops it at once")
+	if err := d.mcpStory(ctx, admin, server, laptop, bot); err != nil {
+		return err
+	}
+
+	d.step("5. An admin revokes billing-bot: every peer drops it at once")
 	t0 := time.Now()
 	if err := admin.Revoke(ctx, "billing-bot"); err != nil {
 		return err
@@ -158,7 +162,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	d.step("5. mcpmesh nodes list")
+	d.step("6. mcpmesh nodes list")
 	for _, n := range list {
 		state := "online"
 		if n.Revoked {

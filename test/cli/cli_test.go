@@ -225,3 +225,24 @@ func TestCLIUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoTellsTheWholeStory keeps `make demo` (the README's first command)
+// working: it must finish and show an allowed call, a denial with its rule,
+// the filtered list, the audit trail and the revocation.
+func TestDemoTellsTheWholeStory(t *testing.T) {
+	c := &cli{t: t, env: os.Environ()}
+	r := c.ok("demo")
+	for _, want := range []string{
+		"tools/list: read_chart, search_patients",
+		`read_chart    allowed "chart of p-0042: BP 120/80"`,
+		`DENIED  tool "delete_chart" denied for spiffe://demo.mcpmesh/node/ward-7-laptop: no grant matches (default deny)`,
+		"when condition false",
+		"deny  spiffe://demo.mcpmesh/node/ward-7-laptop",
+		"billing-bot → ehr-server after revocation: refused",
+		"demo finished",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
