@@ -528,6 +528,7 @@ func (n *Node) renew(ctx context.Context) error {
 		return err
 	}
 	n.svid.Set(svid)
+	n.client.SVIDRenewed()
 	n.mu.Lock()
 	n.mu.svidExpires, n.mu.svidReceived = certs[0].NotAfter, time.Now()
 	n.mu.Unlock()

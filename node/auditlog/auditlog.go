@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,13 +32,22 @@ const (
 	fileAcked  = "audit.acked"
 )
 
-// maxBatch bounds one shipment.
-const maxBatch = 500
+// maxBatch bounds one shipment; shipDelay lets events that arrive together
+// travel together.
+const (
+	maxBatch  = 500
+	shipDelay = 100 * time.Millisecond
+)
 
 // Log is the node's audit log. It is safe for concurrent use.
 type Log struct {
 	dir string
 	log *slog.Logger
+
+	// syncMu serialises fsyncs; synced is the last sequence known to be on
+	// disk. Concurrent Records share one fsync (group commit).
+	syncMu sync.Mutex
+	synced uint64
 
 	mu struct {
 		sync.Mutex
@@ -45,6 +55,12 @@ type Log struct {
 		seq    uint64 // last sequence written
 		acked  uint64 // last sequence the coordinator stored
 		notify chan struct{}
+		// ackedOff is the file offset just past event acked, so shipping
+		// reads only what is pending instead of the whole file each time;
+		// ends maps the sequence of each event last handed out by Pending
+		// to the offset just past it.
+		ackedOff int64
+		ends     map[uint64]int64
 	}
 }
 
@@ -90,6 +106,16 @@ func Open(dir string, log *slog.Logger) (*Log, error) {
 			return nil, fmt.Errorf("auditlog: %s: %w", fileAcked, err)
 		}
 	}
+	// Find where the unacknowledged events start, once.
+	acked := l.mu.acked
+	_, offs, err := l.readFrom(0, func(ev *api.AuditEvent) bool { return ev.Seq <= acked }, math.MaxInt)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if len(offs) > 0 {
+		l.mu.ackedOff = offs[len(offs)-1]
+	}
 	return l, nil
 }
 
@@ -122,26 +148,45 @@ func scanTail(path string) (last uint64, good int64, err error) {
 	}
 }
 
-// Record appends an event, giving it the next sequence number, and syncs it
-// to disk before returning.
+// Record appends an event, giving it the next sequence number, and returns
+// once it is on disk. Records that arrive while an fsync is running are
+// covered together by the next one.
 func (l *Log) Record(ev api.AuditEvent) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.mu.f == nil {
+		l.mu.Unlock()
 		return errors.New("auditlog: closed")
 	}
 	ev.Seq = l.mu.seq + 1
 	b, err := json.Marshal(ev)
 	if err != nil {
+		l.mu.Unlock()
 		return fmt.Errorf("auditlog: encode: %w", err)
 	}
 	if _, err := l.mu.f.Write(append(b, '\n')); err != nil {
+		l.mu.Unlock()
 		return fmt.Errorf("auditlog: append: %w", err)
 	}
-	if err := l.mu.f.Sync(); err != nil {
+	l.mu.seq = ev.Seq
+	f := l.mu.f
+	l.mu.Unlock()
+	return l.syncTo(f, ev.Seq)
+}
+
+// syncTo makes sure every event up to seq is on disk.
+func (l *Log) syncTo(f *os.File, seq uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.synced >= seq {
+		return nil // another Record's fsync covered this one
+	}
+	l.mu.Lock()
+	target := l.mu.seq
+	l.mu.Unlock()
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("auditlog: sync: %w", err)
 	}
-	l.mu.seq = ev.Seq
+	l.synced = target
 	select {
 	case l.mu.notify <- struct{}{}:
 	default:
@@ -149,37 +194,66 @@ func (l *Log) Record(ev api.AuditEvent) error {
 	return nil
 }
 
-// Pending returns up to max events after the acknowledged sequence.
+// Pending returns up to max events after the acknowledged sequence. It
+// reads from where they start, so the cost is the batch, not the file.
 func (l *Log) Pending(max int) ([]api.AuditEvent, error) {
 	l.mu.Lock()
-	acked, seq := l.mu.acked, l.mu.seq
+	acked, seq, off := l.mu.acked, l.mu.seq, l.mu.ackedOff
 	l.mu.Unlock()
 	if seq <= acked {
 		return nil, nil
 	}
-	return l.Read(func(ev *api.AuditEvent) bool { return ev.Seq > acked }, max)
+	evs, ends, err := l.readFrom(off, func(ev *api.AuditEvent) bool { return ev.Seq > acked }, max)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.mu.ends = make(map[uint64]int64, len(evs))
+	for i, ev := range evs {
+		l.mu.ends[ev.Seq] = ends[i]
+	}
+	l.mu.Unlock()
+	return evs, nil
 }
 
 // Read returns up to max events (oldest first) for which keep is true.
 func (l *Log) Read(keep func(*api.AuditEvent) bool, max int) ([]api.AuditEvent, error) {
+	evs, _, err := l.readFrom(0, keep, max)
+	return evs, err
+}
+
+// readFrom reads whole events from offset off, returning those keep
+// accepts (at most max) and the offset just past each of them; it stops
+// at the first event keep refuses after accepting some when reading the
+// acknowledged prefix, and at a line still being written.
+func (l *Log) readFrom(off int64, keep func(*api.AuditEvent) bool, max int) ([]api.AuditEvent, []int64, error) {
 	f, err := os.Open(filepath.Join(l.dir, fileEvents))
 	if err != nil {
-		return nil, fmt.Errorf("auditlog: %w", err)
+		return nil, nil, fmt.Errorf("auditlog: %w", err)
 	}
 	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil, nil, fmt.Errorf("auditlog: %w", err)
+	}
 	var out []api.AuditEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() && len(out) < max {
+	var ends []int64
+	r := bufio.NewReaderSize(f, 64<<10)
+	for len(out) < max {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			break // end of file, or a line being written right now
+		}
+		off += int64(len(line))
 		var ev api.AuditEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			break // a line being written right now
+		if err := json.Unmarshal(line, &ev); err != nil {
+			break
 		}
 		if keep(&ev) {
 			out = append(out, ev)
+			ends = append(ends, off)
 		}
 	}
-	return out, nil
+	return out, ends, nil
 }
 
 // Ack records that the coordinator stored every event up to seq.
@@ -201,6 +275,18 @@ func (l *Log) Ack(seq uint64) error {
 		return fmt.Errorf("auditlog: %w", err)
 	}
 	l.mu.acked = seq
+	if off, ok := l.mu.ends[seq]; ok {
+		l.mu.ackedOff = off
+	} else {
+		// Acknowledged past what Pending handed out (another shipper, or a
+		// restart): find the offset by reading.
+		acked := seq
+		_, offs, err := l.readFrom(0, func(ev *api.AuditEvent) bool { return ev.Seq <= acked }, math.MaxInt)
+		if err == nil && len(offs) > 0 {
+			l.mu.ackedOff = offs[len(offs)-1]
+		}
+	}
+	l.mu.ends = nil
 	return nil
 }
 
@@ -238,6 +324,12 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 		case <-ctx.Done():
 			return
 		case <-l.mu.notify:
+			// Let a burst of decisions gather into one shipment.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(shipDelay):
+			}
 			if err != nil {
 				// Still wait out the backoff; the event is on disk.
 				select {

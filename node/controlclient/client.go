@@ -115,20 +115,25 @@ func New(cfg Config) (*Client, error) {
 	}
 	td := cfg.Bundle.TrustDomain()
 	tc := identity.ClientTLSConfig(cfg.SVID, cfg.Bundle, identity.CoordinatorID(td))
-	// Every connection is new: a TLS connection proves the SVID it was
-	// opened with, so after a renewal no request may ride an old one.
-	newTransport := func() *http.Transport {
-		return &http.Transport{TLSClientConfig: tc.Clone(), DisableKeepAlives: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
+	// A TLS connection proves the SVID it was opened with: the stream, which
+	// lives long, always opens a fresh one, and after a renewal the idle
+	// request connections are dropped (SVIDRenewed), so no request rides a
+	// session opened with an old SVID for long.
+	newTransport := func(keepAlive bool) *http.Transport {
+		return &http.Transport{TLSClientConfig: tc.Clone(), DisableKeepAlives: !keepAlive, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}
 	}
 	return &Client{
 		base:      u,
 		node:      cfg.Node,
 		netmapKey: cfg.NetmapKey,
 		log:       log,
-		hc:        &http.Client{Transport: newTransport(), Timeout: 30 * time.Second},
-		stream:    &http.Client{Transport: newTransport()},
+		hc:        &http.Client{Transport: newTransport(true), Timeout: 30 * time.Second},
+		stream:    &http.Client{Transport: newTransport(false)},
 	}, nil
 }
+
+// SVIDRenewed drops idle connections opened with the previous SVID.
+func (c *Client) SVIDRenewed() { c.hc.CloseIdleConnections() }
 
 // Close releases idle connections.
 func (c *Client) Close() {

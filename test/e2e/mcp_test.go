@@ -31,7 +31,7 @@ type chartArgs struct {
 	Patient string `json:"patient"`
 }
 
-func startEHR(t *testing.T) *ehrUpstream {
+func startEHR(t testing.TB) *ehrUpstream {
 	t.Helper()
 	u := &ehrUpstream{}
 	srv := sdk.NewServer(&sdk.Implementation{Name: "ehr", Version: "1.0"}, nil)
@@ -200,4 +200,11 @@ func TestNodeWithoutGrantAndUnenrolledProcessCannotReachTheService(t *testing.T)
 	if up.reads.Load()+up.deletes.Load() != 0 {
 		t.Fatal("the upstream ran a tool")
 	}
+}
+
+// startEHRB starts the EHR upstream for a benchmark and returns its URL.
+func startEHRB(b *testing.B) string { return startEHR(b).URL }
+
+func policySource(src string) api.PolicySource {
+	return api.PolicySource{Filename: "acl.hujson", Source: []byte(src)}
 }
