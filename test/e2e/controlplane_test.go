@@ -84,3 +84,65 @@ func TestOneJoinCostsEachPeerConstantBytes(t *testing.T) {
 		t.Fatalf("a join costs a peer %d bytes at 64 nodes but %d at 4: it grows with the mesh", large, small)
 	}
 }
+
+// TestReconnectingNodeGetsDeltasSinceItsVersion: a node whose stream broke
+// says which version it holds and receives only what changed meanwhile.
+func TestReconnectingNodeGetsDeltasSinceItsVersion(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour), Reusable: true})
+	ctx := context.Background()
+	var ls []*meshtest.LightNode
+	for _, name := range []string{"a", "b", "c"} {
+		l, err := meshtest.EnrollLight(ctx, m.URL, tok, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Client.Close)
+		ls = append(ls, l)
+	}
+	watcher := ls[0]
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = watcher.Run(runCtx) }()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := watcher.WaitPeerCount(wctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !watcher.Last().Full {
+		t.Fatal("the first message of a new node is not a full map")
+	}
+	stop()
+	<-done
+	held := watcher.Version()
+
+	// While it is away: one node joins, one is revoked.
+	if _, err := meshtest.EnrollLight(ctx, m.URL, tok, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Admin.Revoke(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, stop = context.WithCancel(ctx)
+	done = make(chan struct{})
+	go func() { defer close(done); _ = watcher.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	for watcher.Version() == held {
+		if wctx.Err() != nil {
+			t.Fatal("no message after reconnecting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	last := watcher.Last()
+	if last.Full || last.From != held {
+		t.Fatalf("reconnect got full=%v from=%d, want a delta from v%d", last.Full, last.From, held)
+	}
+	if len(last.Peers) != 1 || last.Peers[0].Name != "d" || len(last.Removed) != 1 || last.Removed[0] != "b" {
+		t.Fatalf("catch-up delta: peers %+v removed %v; want d added and b removed", last.Peers, last.Removed)
+	}
+	names := watcher.Netmap().SortedPeers()
+	if len(names) != 2 || names[0].Name != "c" || names[1].Name != "d" {
+		t.Fatalf("view after catch-up: %+v", names)
+	}
+}
