@@ -74,6 +74,9 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 		svc.mu.Lock()
 		s := svc.sessions[x.sid]
 		svc.mu.Unlock()
+		if s != nil {
+			s.touch()
+		}
 		if s == nil || s.owner != caller.ID {
 			// The same answer whether the session does not exist or
 			// belongs to someone else: no oracle for session ids.
@@ -297,7 +300,10 @@ func (x *exchange) bindSession(resp *http.Response, msgs []*message, version str
 		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream issued a session id already in use")
 		return false
 	} else if s == nil {
-		svc.sessions[got] = &session{owner: x.d.caller.ID, version: version}
+		svc.sweepLocked()
+		ns := &session{owner: x.d.caller.ID, version: version}
+		ns.touch()
+		svc.sessions[got] = ns
 	}
 	return true
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
@@ -88,9 +89,32 @@ type service struct {
 	sessions map[string]*session
 }
 
+// Sessions are forgotten after sessionIdle without a request once a service
+// holds more than sweepAbove of them, so clients that never send DELETE do
+// not grow the table without bound.
+const (
+	sessionIdle = 30 * time.Minute
+	sweepAbove  = 1024
+)
+
+// sweepLocked drops idle sessions when the table is large. The caller holds
+// svc.mu.
+func (svc *service) sweepLocked() {
+	if len(svc.sessions) < sweepAbove {
+		return
+	}
+	cutoff := time.Now().Add(-sessionIdle).UnixNano()
+	for id, s := range svc.sessions {
+		if s.lastUsed.Load() < cutoff {
+			delete(svc.sessions, id)
+		}
+	}
+}
+
 // session is an upstream session and the identity that opened it.
 type session struct {
-	owner string // the caller's SPIFFE ID
+	owner    string       // the caller's SPIFFE ID
+	lastUsed atomic.Int64 // unix nanoseconds of the last request
 
 	mu      sync.Mutex
 	version string            // negotiated protocol version, once known
@@ -99,6 +123,8 @@ type session struct {
 
 // maxPending bounds the list requests remembered per session.
 const maxPending = 1024
+
+func (s *session) touch() { s.lastUsed.Store(time.Now().UnixNano()) }
 
 func (s *session) remember(id any, method string) {
 	s.mu.Lock()
