@@ -136,6 +136,15 @@ func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict 
 	}
 	dec := d.pol.Decide(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: kind, Name: name, Args: args})
 	if dec.Allow {
+		if _, ok := m.params["task"]; ok {
+			// A task-augmented call would hand back a task id that only
+			// tasks/* can follow, and those are not bound to identities
+			// yet: refuse plainly rather than start work nobody can
+			// collect (or someone else could).
+			const why = "task-augmented requests are not supported through mcpmesh yet; call without params.task"
+			v.code, v.reason, v.rule = CodeDenied, fmt.Sprintf("%s %q: %s", what, name, why), why
+			return v
+		}
 		v.allow, v.reason = true, dec.Reason
 		return v
 	}
