@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/mcpmesh
 PKGS    := ./...
 
-.PHONY: all build demo test lint fuzz-smoke clean
+.PHONY: all build demo test lint cross fuzz-smoke clean
 
 all: build
 
@@ -16,10 +16,15 @@ demo: build
 
 # Every test, with the race detector on the packages with concurrency, plus
 # lint. Root-only suites run when root (CI is root) and never skip there.
-test: lint
+test: lint cross
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./test/e2e/
+	$(GO) test -count=1 -race -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./tunnel/... ./test/e2e/
 	$(MAKE) fuzz-smoke
+
+# Userspace mode must build for the laptops agents run on.
+cross:
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/mcpmesh
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/mcpmesh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -27,6 +27,7 @@ var rules = []rule{
 	{from: "coordinator", forbidden: []string{mod + "node", mod + "cmd"}, why: "the coordinator never imports the node"},
 	{from: "identity", forbidden: []string{mod + "coordinator", mod + "node", mod + "tunnel", mod + "mcp"}, why: "identity is a library below the daemons"},
 	{from: "mcp/policy", forbidden: []string{mod}, why: "the policy language stands alone"},
+	{from: "platform", forbidden: []string{mod}, why: "platform holds OS specifics below everything else"},
 }
 
 func under(pkg, prefix string) bool {

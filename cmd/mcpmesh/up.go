@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/tunnel"
+	"github.com/mcpmesh/mcpmesh/tunnel/kernel"
 )
 
 func runUp(ctx context.Context, e *env, args []string) error {
@@ -26,8 +31,17 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
+	var newTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error) // nil: userspace
 	if *tun {
-		return errors.New("--tun: kernel TUN mode is not available in this build yet; run without --tun for userspace mode")
+		switch {
+		case runtime.GOOS != "linux":
+			return errors.New("--tun: kernel TUN mode is only available on Linux; run without --tun for userspace mode")
+		case os.Geteuid() != 0:
+			return errors.New("--tun: kernel TUN mode needs root to create the mcpmesh0 interface; run with sudo, or without --tun for userspace mode")
+		}
+		newTunnel = func(c tunnel.Config, log *slog.Logger) (tunnel.Tunnel, error) {
+			return kernel.New(c, kernel.WithLogger(log))
+		}
 	}
 	if *port > 65535 {
 		return usageError{"--listen-port must be at most 65535"}
@@ -44,6 +58,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		ListenPort:  uint16(*port),
 		Advertise:   *advertise,
 		Logger:      log,
+		NewTunnel:   newTunnel,
 	})
 	if err != nil {
 		return err

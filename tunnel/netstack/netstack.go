@@ -4,9 +4,9 @@
 // traffic exists only inside the process: ListenTCP and DialContext are the
 // only ways in and out, and nothing else on the host can reach them.
 //
-// The package owns the device, its UDP bind and the netstack, and turns the
+// The package owns the device, its UDP bind and the netstack; turning the
 // whole desired peer set of tunnel.Tunnel.SetPeers into the smallest UAPI
-// change. It knows nothing of MCP, of the coordinator or of node identities:
+// change, and WhoIs, are shared with kernel mode in package wgconfig. It knows nothing of MCP, of the coordinator or of node identities:
 // it maps source addresses to WireGuard keys, and the caller maps keys to
 // nodes.
 package netstack
@@ -17,17 +17,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/mcpmesh/mcpmesh/tunnel"
+	"github.com/mcpmesh/mcpmesh/tunnel/wgconfig"
 )
 
 var _ tunnel.Tunnel = (*Tunnel)(nil)
@@ -37,30 +34,18 @@ var _ tunnel.Tunnel = (*Tunnel)(nil)
 // and every listener it handed out.
 type Tunnel struct {
 	// Immutable after New.
-	pub        tunnel.Key // this node's public key, for handshake tie-breaks
 	addrs      []netip.Addr
 	listenPort uint16
 	dev        *device.Device
 	tnet       *wgnetstack.Net
 	log        *slog.Logger
-
-	// whois is rebuilt under state's lock and read without any lock, because
-	// WhoIs runs on every accepted connection.
-	whois atomic.Pointer[prefixTable]
+	// peers owns the device's peer configuration and the WhoIs table.
+	peers *wgconfig.Peers
 
 	state struct {
 		sync.Mutex
-		closed bool
-		// peers is the desired state last applied to the device, with
-		// allowed IPs masked and sorted.
-		peers map[tunnel.Key]tunnel.Peer
-		// dirty is set when an IpcSet failed part way, so the device may
-		// differ from peers; the next SetPeers resynchronises from IpcGet.
-		dirty     bool
+		closed    bool
 		listeners map[*listener]struct{}
-		// deferred holds the timers that will enable a new peer's
-		// keepalive (see initiator.go).
-		deferred map[tunnel.Key]*time.Timer
 	}
 }
 
@@ -111,9 +96,9 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := publicKeyOf(cfg.PrivateKey)
+	pub, err := wgconfig.PublicKey(cfg.PrivateKey)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("netstack: %w", err)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {
@@ -133,33 +118,20 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tunnel{
-		pub:   pub,
 		addrs: addrs,
 		tnet:  tnet,
 		log:   log,
 	}
 	// NewDevice owns tdev from here on: dev.Close closes it.
-	t.dev = device.NewDevice(tdev, o.bind, deviceLogger(o.log))
-	t.state.peers = map[tunnel.Key]tunnel.Peer{}
+	t.dev = device.NewDevice(tdev, o.bind, wgconfig.NewLogger(o.log))
 	t.state.listeners = map[*listener]struct{}{}
-	t.state.deferred = map[tunnel.Key]*time.Timer{}
-	t.whois.Store(newPrefixTable(nil))
-
-	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)
-	if err := t.dev.IpcSet(uapi); err != nil {
-		t.dev.Close()
-		return nil, fmt.Errorf("netstack: configure device: %w", err)
-	}
-	if err := t.dev.Up(); err != nil {
-		t.dev.Close()
-		return nil, fmt.Errorf("netstack: bring device up on UDP port %d: %w", cfg.ListenPort, err)
-	}
-	port, err := t.readListenPort()
+	port, err := wgconfig.Up(t.dev, cfg.PrivateKey, cfg.ListenPort)
 	if err != nil {
 		t.dev.Close()
-		return nil, err
+		return nil, fmt.Errorf("netstack: %w", err)
 	}
 	t.listenPort = port
+	t.peers = wgconfig.NewPeers(t.dev, pub, log)
 	return t, nil
 }
 
@@ -186,44 +158,6 @@ func checkAddresses(in []netip.Addr) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// readListenPort reads back the UDP port the bind chose, which differs from
-// the configured one when that was 0.
-func (t *Tunnel) readListenPort() (uint16, error) {
-	get, err := t.dev.IpcGet()
-	if err != nil {
-		return 0, fmt.Errorf("netstack: read device state: %w", err)
-	}
-	for line := range strings.Lines(get) {
-		v, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "listen_port=")
-		if !ok {
-			continue
-		}
-		p, err := strconv.ParseUint(v, 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("netstack: device reports listen_port %q: %w", v, err)
-		}
-		return uint16(p), nil
-	}
-	return 0, errors.New("netstack: device reports no listen_port")
-}
-
-// deviceLogger adapts wireguard-go's printf logger to slog. Both of its
-// levels go to debug: what wireguard-go calls errors (a lost handshake, an
-// unreachable endpoint) are normal events on a mesh, and the ones a caller
-// must act on come back as returned errors.
-func deviceLogger(l *slog.Logger) *device.Logger {
-	if l == nil {
-		return &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
-	}
-	l = l.With("component", "wireguard")
-	logf := func(level string) func(string, ...any) {
-		return func(format string, args ...any) {
-			l.Debug(fmt.Sprintf(format, args...), "wg_level", level)
-		}
-	}
-	return &device.Logger{Verbosef: logf("verbose"), Errorf: logf("error")}
-}
-
 // Addresses returns the mesh addresses the netstack NIC holds.
 func (t *Tunnel) Addresses() []netip.Addr {
 	return append([]netip.Addr(nil), t.addrs...)
@@ -243,13 +177,11 @@ func (t *Tunnel) Close() error {
 		return nil
 	}
 	t.state.closed = true
-	for k := range t.state.deferred {
-		t.cancelKeepaliveLocked(k)
-	}
 	ls := t.state.listeners
 	t.state.listeners = nil
 	t.state.Unlock()
 
+	t.peers.Close()
 	for l := range ls {
 		l.close()
 	}

@@ -1,4 +1,4 @@
-package netstack
+package wgconfig
 
 import (
 	"cmp"
@@ -10,10 +10,10 @@ import (
 
 // WhoIs returns the key of the peer whose allowed IPs hold addr, by longest
 // prefix, as WireGuard itself routes; tunnel.ErrNoPeer when none does. It
-// answers from the desired state of the last successful SetPeers, without a
+// answers from the desired state of the last successful Set, without a
 // lock, because the caller asks on every accepted connection.
-func (t *Tunnel) WhoIs(addr netip.Addr) (tunnel.Key, error) {
-	if k, ok := t.whois.Load().lookup(addr.Unmap().WithZone("")); ok {
+func (ps *Peers) WhoIs(addr netip.Addr) (tunnel.Key, error) {
+	if k, ok := ps.whois.Load().lookup(addr.Unmap().WithZone("")); ok {
 		return k, nil
 	}
 	return tunnel.Key{}, tunnel.ErrNoPeer

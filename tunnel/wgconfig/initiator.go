@@ -1,7 +1,6 @@
-package netstack
+package wgconfig
 
 import (
-	"crypto/ecdh"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -29,52 +28,41 @@ const (
 	deferJitter = 100 * time.Millisecond
 )
 
-// publicKeyOf derives the Curve25519 public key of a WireGuard private key.
-func publicKeyOf(priv tunnel.Key) (tunnel.Key, error) {
-	var pub tunnel.Key
-	k, err := ecdh.X25519().NewPrivateKey(priv[:])
-	if err != nil {
-		return pub, fmt.Errorf("netstack: private key: %w", err)
-	}
-	copy(pub[:], k.PublicKey().Bytes())
-	return pub, nil
-}
-
 // defersFirstHandshake reports whether this side waits before initiating
 // to peer.
-func (t *Tunnel) defersFirstHandshake(peer tunnel.Key) bool {
-	return compareKey(t.pub, peer) > 0
+func (ps *Peers) defersFirstHandshake(peer tunnel.Key) bool {
+	return compareKey(ps.pub, peer) > 0
 }
 
-// scheduleKeepaliveLocked enables p's keepalive after the deferral. The
-// caller holds t.state and has just added p with its keepalive off.
-func (t *Tunnel) scheduleKeepaliveLocked(p tunnel.Peer) {
-	t.cancelKeepaliveLocked(p.PublicKey)
+// scheduleKeepaliveLocked enables peer's keepalive after the deferral. The
+// caller holds ps.state and has just added peer with its keepalive off.
+func (ps *Peers) scheduleKeepaliveLocked(peer tunnel.Peer) {
+	ps.cancelKeepaliveLocked(peer.PublicKey)
 	var tm *time.Timer
 	tm = time.AfterFunc(deferDelay+rand.N(deferJitter), func() {
-		t.state.Lock()
-		defer t.state.Unlock()
-		if t.state.closed || t.state.deferred[p.PublicKey] != tm {
+		ps.state.Lock()
+		defer ps.state.Unlock()
+		if ps.state.closed || ps.state.deferred[peer.PublicKey] != tm {
 			return // closed, removed, or rescheduled meanwhile
 		}
-		delete(t.state.deferred, p.PublicKey)
-		cur, ok := t.state.peers[p.PublicKey]
+		delete(ps.state.deferred, peer.PublicKey)
+		cur, ok := ps.state.peers[peer.PublicKey]
 		if !ok || cur.PersistentKeepalive == 0 {
 			return
 		}
 		uapi := fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=%d\n",
-			p.PublicKey.Hex(), keepaliveSeconds(cur.PersistentKeepalive))
-		if err := t.dev.IpcSet(uapi); err != nil {
-			t.log.Warn("netstack: enable keepalive", "peer", p.PublicKey.String(), "err", err)
+			peer.PublicKey.Hex(), keepaliveSeconds(cur.PersistentKeepalive))
+		if err := ps.dev.IpcSet(uapi); err != nil {
+			ps.log.Warn("wgconfig: enable keepalive", "peer", peer.PublicKey.String(), "err", err)
 		}
 	})
-	t.state.deferred[p.PublicKey] = tm
+	ps.state.deferred[peer.PublicKey] = tm
 }
 
 // cancelKeepaliveLocked forgets a pending deferred keepalive.
-func (t *Tunnel) cancelKeepaliveLocked(k tunnel.Key) {
-	if tm, ok := t.state.deferred[k]; ok {
+func (ps *Peers) cancelKeepaliveLocked(k tunnel.Key) {
+	if tm, ok := ps.state.deferred[k]; ok {
 		tm.Stop()
-		delete(t.state.deferred, k)
+		delete(ps.state.deferred, k)
 	}
 }
