@@ -97,12 +97,20 @@ func (d *demo) mcpStory(ctx context.Context, admin *adminclient.Client, server, 
 	for _, l := range strings.Split(demoPolicy, "\n")[4:6] {
 		d.say("  %s", strings.TrimSpace(l))
 	}
+	inCatalog := func(n *node.Node) bool {
+		for _, svc := range n.Netmap().Catalog {
+			if svc.Name == "ehr" {
+				return true
+			}
+		}
+		return false
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if p, _ := server.Policy(); p != nil {
+		if p, _ := server.Policy(); p != nil && inCatalog(laptop) && inCatalog(bot) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the server never received its rules")
+			return errors.New("the policy did not reach the nodes in time")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

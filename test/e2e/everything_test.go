@@ -81,6 +81,7 @@ func TestServerEverythingFromNPMThroughTheMesh(t *testing.T) {
 			agent := m.AddNode("agent")
 			applyPolicy(t, m, everythingPolicy)
 			m.WaitPeers(agent, "tools-server")
+			m.WaitCatalog(agent, "everything")
 			waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
 
 			s, err := meshClient(t, agent, "everything")

@@ -95,6 +95,7 @@ func TestMeshOnlyServiceEnforcesToolLevelPolicy(t *testing.T) {
 	laptop := m.AddNode("ward-laptop")
 	applyPolicy(t, m, ehrPolicy)
 	m.WaitPeers(laptop, "ehr-server")
+	m.WaitCatalog(laptop, "ehr")
 	waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
 
 	s, err := meshClient(t, laptop, "ehr")

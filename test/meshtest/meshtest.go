@@ -231,6 +231,21 @@ func (m *Mesh) WaitPeers(n *node.Node, names ...string) {
 	m.t.Fatalf("node %s: peers %s, want %s", n.Name(), got, want)
 }
 
+// WaitCatalog waits until node n may call service svc (its catalog lists it).
+func (m *Mesh) WaitCatalog(n *node.Node, svc string) {
+	m.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range n.Netmap().Catalog {
+			if s.Name == svc {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.t.Fatalf("node %s never got %s in its catalog", n.Name(), svc)
+}
+
 // Close stops every node and the coordinator.
 func (m *Mesh) Close() {
 	m.mu.Lock()
