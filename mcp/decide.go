@@ -45,6 +45,7 @@ var reachMethods = map[string]bool{
 	"resources/list":                   true,
 	"resources/templates/list":         true,
 	"prompts/list":                     true,
+	"tasks/list":                       true,
 	"server/discover":                  true,
 	"subscriptions/listen":             true,
 }
@@ -55,6 +56,7 @@ var listMethods = map[string]bool{
 	"resources/list":           true,
 	"resources/templates/list": true,
 	"prompts/list":             true,
+	"tasks/list":               true,
 }
 
 // verdict is the decision on one message.
@@ -103,6 +105,8 @@ func (d *decider) decide(m *message) verdict {
 		return d.named(m, policy.KindPrompt, "name", "prompt")
 	case "completion/complete":
 		return d.completion(m)
+	case "tasks/get", "tasks/result", "tasks/cancel":
+		return d.task(m)
 	}
 	if !reachMethods[m.method] {
 		return verdict{code: codeMethodNotFound, reason: fmt.Sprintf("method %q is not known to the mcpmesh proxy (denied)", m.method)}
@@ -136,15 +140,6 @@ func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict 
 	}
 	dec := d.pol.Decide(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: kind, Name: name, Args: args})
 	if dec.Allow {
-		if _, ok := m.params["task"]; ok {
-			// A task-augmented call would hand back a task id that only
-			// tasks/* can follow, and those are not bound to identities
-			// yet: refuse plainly rather than start work nobody can
-			// collect (or someone else could).
-			const why = "task-augmented requests are not supported through mcpmesh yet; call without params.task"
-			v.code, v.reason, v.rule = CodeDenied, fmt.Sprintf("%s %q: %s", what, name, why), why
-			return v
-		}
 		v.allow, v.reason = true, dec.Reason
 		return v
 	}
@@ -244,4 +239,21 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 		ArgsDigest: v.digest,
 		Session:    sid,
 	})
+}
+
+// task decides tasks/get, tasks/result and tasks/cancel: a task belongs to
+// the identity whose call created it, and anyone else is told it does not
+// exist (no oracle for task ids).
+func (d *decider) task(m *message) verdict {
+	id, ok := m.params["taskId"].(string)
+	if !ok || id == "" {
+		return verdict{code: codeInvalidParams, reason: m.method + ": params.taskId must be a non-empty string"}
+	}
+	if !d.reach {
+		return verdict{name: id, code: CodeDenied, reason: d.unreachable()}
+	}
+	if owner, ok := d.svc.taskOwner(id); !ok || owner != d.caller.ID {
+		return verdict{name: id, code: CodeDenied, reason: fmt.Sprintf("task %q not found for %s", id, d.caller.ID)}
+	}
+	return verdict{name: id, allow: true, reason: "task created by " + d.caller.ID}
 }

@@ -212,6 +212,14 @@ func (x *exchange) post() {
 	// Remember list requests, to filter their answers wherever they arrive.
 	lists := map[string]string{}
 	for _, m := range allowed {
+		if m.kind == kindCall && m.method == "tools/call" && m.params["task"] != nil {
+			// A task-augmented call: its answer names a task, recorded as
+			// the caller's so tasks/* can be decided.
+			lists[idKey(m.id)] = methodTaskCall
+			if x.sess != nil {
+				x.sess.remember(m.id, methodTaskCall)
+			}
+		}
 		if m.kind == kindCall && listMethods[m.method] {
 			lists[idKey(m.id)] = m.method
 			if x.sess != nil {

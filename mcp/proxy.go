@@ -84,9 +84,41 @@ type service struct {
 	upstream *url.URL
 	dst      policy.Service
 
-	// sessions maps an upstream Mcp-Session-Id to its state.
+	// sessions maps an upstream Mcp-Session-Id to its state; tasks maps a
+	// task id to the SPIFFE ID whose call created it.
 	mu       sync.Mutex
 	sessions map[string]*session
+	tasks    map[string]string
+}
+
+// maxTasks bounds the task table of a service; the oldest entries go first.
+const maxTasks = 10_000
+
+// addTask records who created a task.
+func (svc *service) addTask(id, owner string) {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.tasks == nil {
+		svc.tasks = map[string]string{}
+	}
+	if _, ok := svc.tasks[id]; ok {
+		return // a task id is never handed to a second owner
+	}
+	if len(svc.tasks) >= maxTasks {
+		for k := range svc.tasks {
+			delete(svc.tasks, k)
+			break
+		}
+	}
+	svc.tasks[id] = owner
+}
+
+// taskOwner returns who created a task.
+func (svc *service) taskOwner(id string) (string, bool) {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	o, ok := svc.tasks[id]
+	return o, ok
 }
 
 // Sessions are forgotten after sessionIdle without a request once a service

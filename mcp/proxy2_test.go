@@ -108,7 +108,7 @@ func TestMalformedMessagesNeverForwarded(t *testing.T) {
 		}
 	}
 	// An unknown method is denied, not forwarded.
-	a := r.post(t, "127.0.0.2", `{"jsonrpc":"2.0","id":9,"method":"tasks/list"}`, h)
+	a := r.post(t, "127.0.0.2", `{"jsonrpc":"2.0","id":9,"method":"frobnicate/now"}`, h)
 	if m := a.byID(9); m == nil || errCode(m) != codeMethodNotFound {
 		t.Errorf("unknown method: %d %s", a.status, a.body)
 	}

@@ -30,15 +30,19 @@ var listKeys = []struct {
 	{"prompts", "name", "prompts/list", policy.KindPrompt},
 }
 
-// mayList is a cheap test for an answer that may carry a list: a list
-// member appears as a quoted key in the raw bytes.
+// methodTaskCall marks, among remembered requests, a task-augmented
+// tools/call whose answer names a task to record.
+const methodTaskCall = "tools/call+task"
+
+// mayList is a cheap test for an answer that may carry a list or a task: a
+// list member, "task" or "tasks" appears as a quoted key in the raw bytes.
 func mayList(data []byte) bool {
 	for _, l := range listKeys {
 		if bytes.Contains(data, []byte(`"`+l.member+`"`)) {
 			return true
 		}
 	}
-	return false
+	return bytes.Contains(data, []byte(`"task"`)) || bytes.Contains(data, []byte(`"tasks"`))
 }
 
 // relay copies an upstream answer to the caller, filtering list answers and
@@ -136,6 +140,33 @@ func (x *exchange) filterResponse(o map[string]any, lists map[string]string) boo
 	}
 	if x.sess != nil && known {
 		x.sess.forget(key)
+	}
+	switch {
+	case known && method == methodTaskCall:
+		if t, ok := res["task"].(map[string]any); ok {
+			if id, ok := t["taskId"].(string); ok && id != "" {
+				x.d.svc.addTask(id, x.d.caller.ID)
+			}
+		}
+		return false
+	case known && method == "tasks/list", !known && res["tasks"] != nil:
+		// Only the caller's own tasks, whatever the upstream lists.
+		items, ok := res["tasks"].([]any)
+		if !ok {
+			return false
+		}
+		kept := make([]any, 0, len(items))
+		for _, it := range items {
+			if t, ok := it.(map[string]any); ok {
+				if id, _ := t["taskId"].(string); id != "" {
+					if o, ok := x.d.svc.taskOwner(id); ok && o == x.d.caller.ID {
+						kept = append(kept, it)
+					}
+				}
+			}
+		}
+		res["tasks"] = kept
+		return len(kept) != len(items)
 	}
 	var pol *policy.Policy
 	if x.p.cfg.Policy != nil {

@@ -2,7 +2,6 @@ package mcp
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 )
@@ -34,22 +33,5 @@ func TestIdleSessionsAreForgottenWhenTheTableGrows(t *testing.T) {
 	small.sweepLocked()
 	if len(small.sessions) != 1 {
 		t.Fatal("a small table was swept")
-	}
-}
-
-// TestTaskAugmentedCallsAreRefused: until tasks are bound to identities, a
-// call that would create one is refused before it reaches the upstream.
-func TestTaskAugmentedCallsAreRefused(t *testing.T) {
-	msgs, _, err := parseBody([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"task":{"ttl":60000}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := msgs[0]
-	pol := mustPolicy(t, `{"grants":[{"src":["*"],"dst":["svc:s"],"tools":["echo"]}]}`)
-	d := decider{pol: pol, reach: true, svc: &service{Service: Service{Name: "s"}}, caller: Caller{ID: "spiffe://td/node/a"}}
-	d.svc.dst.Name = "s"
-	v := d.decide(m)
-	if v.allow || !strings.Contains(v.reason, "task-augmented") {
-		t.Fatalf("verdict %+v", v)
 	}
 }
