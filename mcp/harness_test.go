@@ -49,11 +49,13 @@ func mustPolicy(t testing.TB, src string) *policy.Policy {
 
 // upstream is a real MCP server (the Go SDK) with counters.
 type upstream struct {
-	url    string
-	calls  sync.Map // tool name -> *atomic.Int64
-	posts  atomic.Int64
-	bodies chan []byte
-	srv    *httptest.Server
+	url   string
+	calls sync.Map // tool name -> *atomic.Int64
+	posts atomic.Int64
+	// resumes counts GETs that resume a stream (Last-Event-ID).
+	resumes atomic.Int64
+	bodies  chan []byte
+	srv     *httptest.Server
 }
 
 func (u *upstream) count(tool string) int64 {
@@ -112,6 +114,9 @@ func newUpstream(t testing.TB, opts *sdk.StreamableHTTPOptions) *upstream {
 	prompt("secret_prompt")
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, opts)
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.Header.Get("Last-Event-ID") != "" {
+			u.resumes.Add(1)
+		}
 		if r.Method == http.MethodPost {
 			u.posts.Add(1)
 			b, _ := io.ReadAll(r.Body)

@@ -1,9 +1,13 @@
 package mcp
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // TestIdleSessionsAreForgottenWhenTheTableGrows: clients that never send
@@ -33,5 +37,41 @@ func TestIdleSessionsAreForgottenWhenTheTableGrows(t *testing.T) {
 	small.sweepLocked()
 	if len(small.sessions) != 1 {
 		t.Fatal("a small table was swept")
+	}
+}
+
+// TestResumedStreamsBelongToTheSessionOwner: a GET that resumes a stream
+// with Last-Event-ID reaches the upstream for the identity that opened the
+// session, and never for another one holding the same session id.
+func TestResumedStreamsBelongToTheSessionOwner(t *testing.T) {
+	r := newRig(t, &sdk.StreamableHTTPOptions{EventStore: sdk.NewMemoryEventStore(nil)})
+	sid := r.rawSession(t, "127.0.0.2", "2025-06-18")
+	get := func(src string) int {
+		req, err := http.NewRequest(http.MethodGet, r.endpoint(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		req.Header.Set("Last-Event-ID", "0_0")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := httpFrom(t, src).Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("127.0.0.3"); code != http.StatusNotFound {
+		t.Fatalf("another identity resuming the stream: HTTP %d, want 404", code)
+	}
+	if n := r.up.resumes.Load(); n != 0 {
+		t.Fatalf("the upstream saw %d resumes from another identity", n)
+	}
+	get("127.0.0.2")
+	if n := r.up.resumes.Load(); n != 1 {
+		t.Fatalf("the owner's resume reached the upstream %d times, want 1", n)
 	}
 }
