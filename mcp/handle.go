@@ -194,6 +194,11 @@ func (x *exchange) post() {
 	var denials [][]byte // error responses to denied calls
 	for i, m := range msgs {
 		v := x.d.decide(m)
+		if v.allow && m.kind == kindResponse && x.sess != nil && !x.sess.takeReply(idKey(m.id)) {
+			// Only an answer to a request the server sent this session
+			// goes back upstream.
+			v = verdict{code: CodeDenied, reason: "mcp: response to a request the server did not send this session (not forwarded)"}
+		}
 		verdicts[i] = v
 		if v.allow {
 			allowed = append(allowed, m)

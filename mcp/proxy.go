@@ -149,8 +149,36 @@ type session struct {
 	lastUsed atomic.Int64 // unix nanoseconds of the last request
 
 	mu      sync.Mutex
-	version string            // negotiated protocol version, once known
-	pending map[string]string // id key -> method of list requests in flight
+	version string              // negotiated protocol version, once known
+	pending map[string]string   // id key -> method of list requests in flight
+	replies map[string]struct{} // ids of server-to-client requests awaiting the client's answer
+}
+
+// expectReply records a request the server sent to the client, so that
+// only an answer to it is forwarded back.
+func (s *session) expectReply(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.replies == nil {
+		s.replies = map[string]struct{}{}
+	}
+	if len(s.replies) >= maxPending {
+		for k := range s.replies {
+			delete(s.replies, k)
+			break
+		}
+	}
+	s.replies[key] = struct{}{}
+}
+
+// takeReply reports whether the server is waiting for an answer with this
+// id, and stops waiting.
+func (s *session) takeReply(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.replies[key]
+	delete(s.replies, key)
+	return ok
 }
 
 // maxPending bounds the list requests remembered per session.

@@ -271,6 +271,7 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 	var out bytes.Buffer
 	if len(data) > 0 && (name == "" || name == "message") {
 		joined := bytes.Join(data, []byte("\n"))
+		x.noteServerRequests(joined)
 		if mayList(joined) {
 			nd := x.rewrite(joined, lists, nil)
 			if !bytes.Equal(nd, joined) {
@@ -314,4 +315,37 @@ func sseField(l []byte) (string, []byte) {
 		return string(l), nil
 	}
 	return string(f), bytes.TrimPrefix(v, []byte(" "))
+}
+
+// noteServerRequests records the ids of requests the server sends the
+// client (sampling, elicitation, roots) in an event, so that the client's
+// answers, and only those, are forwarded back to the upstream.
+func (x *exchange) noteServerRequests(data []byte) {
+	if x.sess == nil || !bytes.Contains(data, []byte(`"method"`)) {
+		return
+	}
+	type req struct {
+		ID     any    `json:"id"`
+		Method string `json:"method"`
+	}
+	decode := func(v any) bool {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber() // ids compare as the strict parser reads them
+		return dec.Decode(v) == nil
+	}
+	var one req
+	if decode(&one) {
+		if one.ID != nil && one.Method != "" {
+			x.sess.expectReply(idKey(one.ID))
+		}
+		return
+	}
+	var batch []req
+	if decode(&batch) {
+		for _, r := range batch {
+			if r.ID != nil && r.Method != "" {
+				x.sess.expectReply(idKey(r.ID))
+			}
+		}
+	}
 }

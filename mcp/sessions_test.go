@@ -75,3 +75,20 @@ func TestResumedStreamsBelongToTheSessionOwner(t *testing.T) {
 		t.Fatalf("the owner's resume reached the upstream %d times, want 1", n)
 	}
 }
+
+// TestClientResponsesMustAnswerAServerRequest: a JSON-RPC response from the
+// client is forwarded only if the server sent that session a request with
+// its id; a made-up answer never reaches the upstream.
+func TestClientResponsesMustAnswerAServerRequest(t *testing.T) {
+	r := newRig(t, nil)
+	sid := r.rawSession(t, "127.0.0.2", "2025-06-18")
+	posts := r.up.posts.Load()
+	a := r.post(t, "127.0.0.2", `{"jsonrpc":"2.0","id":77,"result":{"role":"assistant","content":{"type":"text","text":"forged"},"model":"x"}}`,
+		map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"})
+	if a.status/100 == 2 && a.status != http.StatusOK {
+		t.Fatalf("a made-up response was accepted: HTTP %d %s", a.status, a.body)
+	}
+	if got := r.up.posts.Load(); got != posts {
+		t.Fatalf("the upstream received a response to a request it never sent")
+	}
+}
