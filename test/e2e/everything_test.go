@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -50,18 +51,41 @@ func startEverythingHTTP(t *testing.T, bin string) string {
 	ln.Close()
 	cmd := exec.Command(bin, "streamableHttp")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, "server-everything to listen", func() bool {
+	// Node.js loads the whole server at start: on a loaded CI machine that
+	// takes seconds, so the wait is generous and bounded.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
+			break
 		}
-		return err == nil
-	})
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("server-everything exited at start: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			err := <-exited // its output is complete only once it has exited
+			exited <- err
+			t.Fatalf("server-everything did not listen on %s within a minute:\n%s", addr, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return "http://" + addr + "/mcp"
 }
 
