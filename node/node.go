@@ -617,7 +617,12 @@ func (n *Node) Close() error {
 	n.downOnce.Do(func() {
 		n.cancel()
 		if n.localSrv != nil {
-			n.localSrv.Close()
+			// Let answers in flight (such as the one to `down`) finish.
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if n.localSrv.Shutdown(sctx) != nil {
+				n.localSrv.Close()
+			}
+			cancel()
 		}
 		n.proxy.Close()
 		n.stopAllStdio()

@@ -165,6 +165,9 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	m.Handle("/localapi/v0/mcp/{service}", b.MCPForwarder())
 	m.HandleFunc("POST "+pathDown, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
+		// The answer must be on its way before the daemon closes this
+		// socket, or the CLI sees the connection drop instead of "ok".
+		_ = http.NewResponseController(w).Flush()
 		log.Info("down requested over LocalAPI")
 		go b.Down()
 	})
