@@ -302,6 +302,11 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		pending: make(map[string]struct{}),
 	}
 	s.mu.Lock()
+	if s.mu.shuttingDown {
+		s.mu.Unlock()
+		httpError(w, http.StatusServiceUnavailable, "coordinator is shutting down; reconnect shortly")
+		return
+	}
 	self := s.mu.nodes[c.name]
 	if self == nil || self.Revoked() {
 		s.mu.Unlock()
@@ -354,8 +359,10 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sent := first.Version
-	s.mu.Unlock()
+	// Registered under the lock that shutdownStreams takes before it
+	// waits, so no stream starts while the coordinator waits for them.
 	s.streams.Add(1)
+	s.mu.Unlock()
 	defer s.streams.Done()
 	defer s.unsubscribe(sub)
 

@@ -73,6 +73,9 @@ type Server struct {
 		subs     map[string]*subscriber
 		services map[string]store.Service
 		vis      *visibility
+		// shuttingDown refuses new streams once shutdown waits for the
+		// open ones.
+		shuttingDown bool
 	}
 
 	// closing is closed by Close; streams watch it.
@@ -241,6 +244,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) shutdownStreams() {
+	s.mu.Lock()
+	s.mu.shuttingDown = true
+	s.mu.Unlock()
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.streams.Wait()
 }
