@@ -18,7 +18,7 @@ demo: build
 # lint. Root-only suites run when root (CI is root) and never skip there.
 test: lint cross
 	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./tunnel/... ./test/e2e/
+	$(GO) test -count=1 -race -p 1 -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./tunnel/... ./test/e2e/
 	$(MAKE) fuzz-smoke
 
 # Userspace mode must build for the laptops agents run on.
