@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,16 +71,8 @@ func (s *Server) handleNodesList(w http.ResponseWriter, r *http.Request) {
 		out.Nodes = append(out.Nodes, apiNode(n, online))
 	}
 	s.mu.Unlock()
-	sortNodes(out.Nodes)
+	slices.SortFunc(out.Nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
 	writeJSON(w, http.StatusOK, out)
-}
-
-func sortNodes(ns []api.Node) {
-	for i := 1; i < len(ns); i++ {
-		for j := i; j > 0 && ns[j].Name < ns[j-1].Name; j-- {
-			ns[j], ns[j-1] = ns[j-1], ns[j]
-		}
-	}
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -146,21 +147,11 @@ func sameServices(a, b []Service) bool {
 		return false
 	}
 	b = slices.Clone(b)
-	slices.SortFunc(b, func(x, y Service) int { return compare(x.Name, y.Name) })
+	slices.SortFunc(b, func(x, y Service) int { return strings.Compare(x.Name, y.Name) })
 	for i := range a {
 		if a[i].Name != b[i].Name || !slices.Equal(a[i].Tags, b[i].Tags) {
 			return false
 		}
 	}
 	return true
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
