@@ -104,21 +104,48 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	if (req.Upstream == "") == (req.Stdio == "") {
 		return nil, errors.New("an upstream is required: --upstream http://127.0.0.1:PORT/mcp or --stdio \"CMD ARGS\"")
 	}
-	url, err := n.upstreamURL(req)
-	if err != nil {
+	if req.Lockdown {
+		if n.cfg.Firewall == nil {
+			return nil, errNoFirewall
+		}
+		if _, err := lockdownPort(req); err != nil {
+			return nil, err
+		}
+	}
+	// The firewall changes in step with the served set: hold its lock
+	// from the new rules to the new list, so the drift check in between
+	// cannot put the old rules back.
+	n.fwMu.Lock()
+	defer n.fwMu.Unlock()
+	n.mu.Lock()
+	next := slices.DeleteFunc(slices.Clone(n.mu.served), func(s localapi.ServeRequest) bool { return s.Name == req.Name })
+	next = append(next, req)
+	n.mu.Unlock()
+	// Locking the port down comes before the service is reachable, so it
+	// is never served while the shadow port is still open.
+	if err := n.applyFirewall(next); err != nil {
 		return nil, err
 	}
-	if err := n.proxy.SetService(mcp.Service{Name: req.Name, Tags: req.Tags, URL: url}); err != nil {
+	url, err := n.upstreamURL(req)
+	if err == nil {
+		err = n.proxy.SetService(mcp.Service{Name: req.Name, Tags: req.Tags, URL: url})
+	}
+	if err != nil {
 		n.stopStdio(req.Name)
+		n.mu.Lock()
+		current := slices.Clone(n.mu.served)
+		n.mu.Unlock()
+		if ferr := n.applyFirewall(current); ferr != nil {
+			n.log.Error("host firewall not restored", "err", ferr)
+		}
 		return nil, err
 	}
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
 	if req.Upstream != "" {
-		res.Warnings = exposureWarnings(req.Upstream)
+		res.Warnings = exposureWarnings(req.Upstream, req.Lockdown)
 	}
 	n.mu.Lock()
-	n.mu.served = slices.DeleteFunc(n.mu.served, func(s localapi.ServeRequest) bool { return s.Name == req.Name })
-	n.mu.served = append(n.mu.served, req)
+	n.mu.served = next
 	specs := servedSpecs(n.mu.served)
 	err = n.saveServicesLocked()
 	n.mu.Unlock()
@@ -148,6 +175,17 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 	n.stopStdio(name)
 	if err != nil {
 		return err
+	}
+	// The lockdown is lifted only after the proxy stopped serving the
+	// service.
+	n.fwMu.Lock()
+	n.mu.Lock()
+	current := slices.Clone(n.mu.served)
+	n.mu.Unlock()
+	ferr := n.applyFirewall(current)
+	n.fwMu.Unlock()
+	if ferr != nil {
+		return ferr
 	}
 	return n.SetServices(ctx, specs)
 }
@@ -212,7 +250,7 @@ func (n *Node) saveServicesLocked() error {
 // exposureWarnings says when the upstream's port also accepts connections
 // on a non-loopback address of this host: then the mesh is not the only
 // way in, and the operator should bind the server to 127.0.0.1.
-func exposureWarnings(upstream string) []string {
+func exposureWarnings(upstream string, lockdown bool) []string {
 	u, err := url.Parse(upstream)
 	if err != nil || u.Port() == "" {
 		return nil
@@ -230,7 +268,11 @@ func exposureWarnings(upstream string) []string {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(ipn.IP.String(), u.Port()), 300*time.Millisecond)
 		if err == nil {
 			c.Close()
-			warn = append(warn, fmt.Sprintf("port %s also accepts connections on %s: the server is reachable off the mesh; bind it to 127.0.0.1", u.Port(), ipn.IP))
+			if lockdown {
+				warn = append(warn, fmt.Sprintf("port %s also listens on %s; --lockdown drops packets to it from every interface but loopback", u.Port(), ipn.IP))
+			} else {
+				warn = append(warn, fmt.Sprintf("port %s also accepts connections on %s: the server is reachable off the mesh; bind it to 127.0.0.1, or serve it with --lockdown", u.Port(), ipn.IP))
+			}
 		}
 	}
 	return warn

@@ -58,6 +58,11 @@ type Config struct {
 	Logger     *slog.Logger
 	// NewTunnel builds the data plane; nil means userspace (netstack).
 	NewTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error)
+	// Firewall, when set, guards the mesh addresses on the host and locks
+	// down upstream ports (serve --lockdown). It is installed before the
+	// proxy listens, repaired when it drifts and removed on Close. Nil
+	// means no host rules, and --lockdown is refused.
+	Firewall Firewall
 }
 
 // Node is a running node daemon.
@@ -93,6 +98,10 @@ type Node struct {
 		served []localapi.ServeRequest
 		stdio  map[string]*stdioserve.Server
 	}
+
+	// fwMu orders changes to the host firewall, so the rules installed
+	// last are those of the latest change to the served services.
+	fwMu sync.Mutex
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -143,14 +152,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.audit.Close()
 		return nil, err
 	}
+	// The firewall guards the mesh address before the proxy listens on it.
+	if err := n.startFirewall(); err != nil {
+		n.tun.Close()
+		n.audit.Close()
+		return nil, err
+	}
 	if err := n.startProxy(); err != nil {
 		n.tun.Close()
+		n.removeFirewall()
 		n.audit.Close()
 		return nil, err
 	}
 	if err := n.startLocalAPI(); err != nil {
 		n.proxy.Close()
 		n.tun.Close()
+		n.removeFirewall()
 		n.audit.Close()
 		return nil, err
 	}
@@ -160,6 +177,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.runControl(runCtx) }()
 	go func() { defer n.wg.Done(); n.runRenewal(runCtx) }()
 	go func() { defer n.wg.Done(); n.audit.Ship(runCtx, n.client.ShipAudit) }()
+	if n.cfg.Firewall != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runFirewallCheck(runCtx) }()
+	}
 	return n, nil
 }
 
@@ -628,6 +649,7 @@ func (n *Node) Close() error {
 		n.stopAllStdio()
 		err = n.tun.Close()
 		n.wg.Wait()
+		n.removeFirewall()
 		n.client.Close()
 		n.audit.Close()
 		close(n.done)

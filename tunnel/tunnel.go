@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -74,6 +75,33 @@ type Config struct {
 	ListenPort uint16
 	// MTU of the tunnel interface; 0 means DefaultMTU.
 	MTU int
+}
+
+// MeshPrefix4 is the IPv4 range every mesh address is drawn from; the
+// coordinator's allocator uses the same one.
+var MeshPrefix4 = netip.MustParsePrefix("100.64.0.0/10")
+
+// MeshPrefixes derives the mesh's address ranges from a node's own mesh
+// addresses: MeshPrefix4 for an IPv4 address in it (a /32 otherwise), and
+// the /48 of an IPv6 address, which is the trust domain's ULA prefix. TUN
+// mode routes them to the interface; the host firewall guards them.
+func MeshPrefixes(addrs []netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		var p netip.Prefix
+		switch {
+		case a.Is4() && MeshPrefix4.Contains(a):
+			p = MeshPrefix4
+		case a.Is4():
+			p = netip.PrefixFrom(a, 32)
+		default:
+			p, _ = a.Prefix(48)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // DefaultMTU leaves room for WireGuard's 80 bytes of overhead on a 1500-byte

@@ -20,6 +20,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	upstream := fs.String("upstream", "", "Streamable HTTP MCP endpoint on loopback, e.g. http://127.0.0.1:9000/mcp")
 	stdio := fs.String("stdio", "", "command line of a stdio MCP server the node starts and supervises")
 	tags := fs.String("tags", "", "comma-separated service tags, e.g. tag:phi")
+	lockdown := fs.Bool("lockdown", false, "also drop packets to the upstream's port arriving on any interface but loopback (node in TUN mode, as root)")
 	remove := fs.Bool("remove", false, "stop serving NAME")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
@@ -36,7 +37,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if (*upstream == "") == (*stdio == "") {
 		return usageError{"want exactly one of --upstream URL or --stdio \"CMD ARGS\""}
 	}
-	res, err := c.Serve(ctx, localapi.ServeRequest{Name: pos[0], Upstream: *upstream, Stdio: *stdio, Tags: splitList(*tags)})
+	res, err := c.Serve(ctx, localapi.ServeRequest{Name: pos[0], Upstream: *upstream, Stdio: *stdio, Tags: splitList(*tags), Lockdown: *lockdown})
 	if err != nil {
 		return err
 	}
@@ -44,6 +45,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "warning: %s\n", w)
 	}
 	fmt.Fprintf(e.stderr, "serving %s mesh-only at %s\n", res.Name, res.Endpoint)
+	if *lockdown {
+		fmt.Fprintf(e.stderr, "locked down: the upstream's port accepts packets from loopback only\n")
+	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/platform"
 	"github.com/mcpmesh/mcpmesh/tunnel"
 	"github.com/mcpmesh/mcpmesh/tunnel/kernel"
 )
@@ -26,7 +27,9 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	hostname := fs.String("hostname", "", "node name (default: this host's name)")
 	port := fs.Uint("listen-port", 0, "WireGuard UDP port (default: any free port)")
 	advertise := fs.String("advertise", "", "endpoint peers should use, ip:port (default: the address the coordinator sees)")
+	tokenFile := fs.String("token-file", "", "read the join token from this file, and delete it once enrolled (for service units)")
 	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
+	firewall := fs.Bool("firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
@@ -43,6 +46,26 @@ func runUp(ctx context.Context, e *env, args []string) error {
 			return kernel.New(c, kernel.WithLogger(log))
 		}
 	}
+	var fw node.Firewall
+	if *tun && *firewall {
+		fw = platform.NewFirewall()
+	}
+	if *token != "" && *tokenFile != "" {
+		return usageError{"give --token or --token-file, not both"}
+	}
+	joinToken := *token
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		switch {
+		case err == nil:
+			joinToken = string(b)
+		case errors.Is(err, os.ErrNotExist):
+			// Spent and deleted at the first enrollment: a service unit
+			// keeps passing the flag.
+		default:
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	}
 	if *port > 65535 {
 		return usageError{"--listen-port must be at most 65535"}
 	}
@@ -53,15 +76,25 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	n, err := node.Start(ctx, node.Config{
 		StateDir:    *state,
 		Coordinator: *coord,
-		Token:       strings.TrimSpace(*token),
+		Token:       strings.TrimSpace(joinToken),
 		Hostname:    *hostname,
 		ListenPort:  uint16(*port),
 		Advertise:   *advertise,
 		Logger:      log,
 		NewTunnel:   newTunnel,
+		Firewall:    fw,
 	})
 	if err != nil {
+		if errors.Is(err, node.ErrFirewall) {
+			return fmt.Errorf("%w (run with --firewall=false to go without host rules, leaving the mesh address reachable from the LAN)", err)
+		}
 		return err
+	}
+	if *tokenFile != "" && joinToken != "" {
+		// The token is spent (or was not needed): do not leave a secret behind.
+		if err := os.Remove(*tokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("join token file not removed", "file", *tokenFile, "err", err)
+		}
 	}
 	log.Info("node up", "name", n.Name(), "id", n.ID(), "addresses", n.Addresses(), "socket", filepath.Join(*state, node.SocketName))
 	select {

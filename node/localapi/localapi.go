@@ -74,6 +74,10 @@ type ServeRequest struct {
 	Tags     []string `json:"tags,omitempty"`
 	Upstream string   `json:"upstream,omitempty"` // Streamable HTTP URL on loopback
 	Stdio    string   `json:"stdio,omitempty"`    // command line of a stdio server
+	// Lockdown drops packets to the upstream's port that arrive on any
+	// interface but loopback, closing off a server that also binds
+	// 0.0.0.0 (needs a node that manages the host firewall).
+	Lockdown bool `json:"lockdown,omitempty"`
 }
 
 // ServeResult says where the service is reachable on the mesh.

@@ -35,11 +35,6 @@ var _ tunnel.Tunnel = (*Tunnel)(nil)
 // DefaultName is the interface name used unless WithName says otherwise.
 const DefaultName = "mcpmesh0"
 
-// meshPrefix4 is the IPv4 range every mesh address is drawn from (the
-// coordinator's allocator uses the same one); an IPv4 mesh address routes
-// all of it to the interface.
-var meshPrefix4 = netip.MustParsePrefix("100.64.0.0/10")
-
 // Tunnel is a running kernel-TUN WireGuard interface. It is safe for
 // concurrent use; Close removes the interface (and with it its addresses
 // and routes) and closes every listener and connection it handed out.
@@ -131,7 +126,7 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	}
 	routes := o.routes
 	if routes == nil {
-		routes = defaultRoutes(addrs)
+		routes = tunnel.MeshPrefixes(addrs)
 	}
 	pub, err := wgconfig.PublicKey(cfg.PrivateKey)
 	if err != nil {
@@ -215,35 +210,6 @@ func checkAddresses(in []netip.Addr) ([]netip.Addr, error) {
 		out = append(out, a)
 	}
 	return out, nil
-}
-
-// defaultRoutes derives the mesh prefixes from this node's addresses.
-func defaultRoutes(addrs []netip.Addr) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range addrs {
-		var p netip.Prefix
-		switch {
-		case a.Is4() && meshPrefix4.Contains(a):
-			p = meshPrefix4
-		case a.Is4():
-			p = netip.PrefixFrom(a, 32)
-		default:
-			p, _ = a.Prefix(48)
-		}
-		if !containsPrefix(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // Name is the interface's name as the kernel gave it.

@@ -1,0 +1,129 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/platform"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
+	"github.com/vishvananda/netns"
+)
+
+// firewallNamespace returns a fresh network namespace for the node's host
+// rules, so the test never firewalls the machine it runs on.
+func firewallNamespace(t *testing.T) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the firewall test needs root, and CI must run it")
+		}
+		t.Skip("the firewall test needs root")
+	}
+	name := fmt.Sprintf("mcpmesh-nodefw%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// TestServeLockdownKeepsTheHostFirewallInStep drives the node's firewall
+// through its life: installed at start, a lockdown added by serve and
+// refused where it cannot hold, repaired after someone deletes the table,
+// removed on exit, and back, with the saved lockdown, after a restart.
+func TestServeLockdownKeepsTheHostFirewallInStep(t *testing.T) {
+	ns := firewallNamespace(t)
+	fw := platform.NewFirewall(platform.FirewallInNamespace(int(ns)))
+	m := meshtest.New(t, meshtest.Options{})
+	dir := t.TempDir()
+	start := func(token string) *node.Node {
+		t.Helper()
+		n, err := node.Start(context.Background(), node.Config{StateDir: dir, Coordinator: m.URL, Token: token, Hostname: "srv", Firewall: fw, SocketPath: "-"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := start(m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour)}))
+	defer func() { n.Close() }()
+
+	none := platform.FirewallRules{}
+	locked := platform.FirewallRules{LockdownPorts: []uint16{9000}}
+	if err := fw.Check(none); err != nil {
+		t.Fatalf("after start: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := n.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: "http://127.0.0.1:9000/mcp", Lockdown: true}); err != nil {
+		t.Fatalf("serve --lockdown: %v", err)
+	}
+	if err := fw.Check(locked); err != nil {
+		t.Errorf("after serve --lockdown: %v", err)
+	}
+	_, err := n.Serve(ctx, localapi.ServeRequest{Name: "files", Stdio: "cat", Lockdown: true})
+	if err == nil || !strings.Contains(err.Error(), "--stdio") {
+		t.Errorf("serve --stdio --lockdown = %v, want an error naming --stdio", err)
+	}
+	if err := fw.Check(locked); err != nil {
+		t.Errorf("a refused lockdown changed the rules: %v", err)
+	}
+
+	// Someone flushes our table; the node puts it back.
+	if err := fw.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(node.FirewallCheckEvery + 5*time.Second)
+	for fw.Check(locked) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not repair its firewall within %v", node.FirewallCheckEvery+5*time.Second)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Exit removes the table; a restart puts the saved lockdown back.
+	n.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListTableOfFamily(platform.FirewallTable, nftables.TableFamilyINet); err == nil {
+		t.Error("table inet mcpmesh is still there after the node exited")
+	}
+	n = start("")
+	if err := fw.Check(locked); err != nil {
+		t.Errorf("after restart: %v", err)
+	}
+	if err := n.Unserve(ctx, "ehr"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Check(none); err != nil {
+		t.Errorf("after unserve: %v", err)
+	}
+}
+
+// TestLockdownNeedsAFirewall: a node that does not manage the host
+// firewall refuses --lockdown instead of pretending.
+func TestLockdownNeedsAFirewall(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	n := m.AddNode("srv")
+	_, err := n.Serve(context.Background(), localapi.ServeRequest{Name: "ehr", Upstream: "http://127.0.0.1:9000/mcp", Lockdown: true})
+	if err == nil || !strings.Contains(err.Error(), "--tun") {
+		t.Fatalf("serve --lockdown without a firewall = %v, want an error saying to use --tun", err)
+	}
+	if svc := n.Netmap().Catalog; len(svc) != 0 {
+		t.Errorf("the refused service is in the catalog: %+v", svc)
+	}
+}
