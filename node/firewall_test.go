@@ -2,9 +2,6 @@ package node_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,38 +12,17 @@ import (
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/platform"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
-	"github.com/vishvananda/netns"
+	"github.com/mcpmesh/mcpmesh/test/netnstest"
 )
-
-// firewallNamespace returns a fresh network namespace for the node's host
-// rules, so the test never firewalls the machine it runs on.
-func firewallNamespace(t *testing.T) netns.NsHandle {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the firewall test needs root, and CI must run it")
-		}
-		t.Skip("the firewall test needs root")
-	}
-	name := fmt.Sprintf("mcpmesh-nodefw%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
 
 // TestServeLockdownKeepsTheHostFirewallInStep drives the node's firewall
 // through its life: installed at start, a lockdown added by serve and
 // refused where it cannot hold, repaired after someone deletes the table,
 // removed on exit, and back, with the saved lockdown, after a restart.
 func TestServeLockdownKeepsTheHostFirewallInStep(t *testing.T) {
-	ns := firewallNamespace(t)
+	// A namespace of its own, so the test never firewalls this machine.
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "nodefw", "srv").Handle
 	fw := platform.NewFirewall(platform.FirewallInNamespace(int(ns)))
 	m := meshtest.New(t, meshtest.Options{})
 	dir := t.TempDir()

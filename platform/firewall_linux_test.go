@@ -2,17 +2,14 @@ package platform
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/vishvananda/netns"
+
+	"github.com/mcpmesh/mcpmesh/test/netnstest"
 )
 
 // The firewall test builds a small network of namespaces, as an attacker
@@ -26,8 +23,7 @@ import (
 // packets on it from the mesh side. The attacker routes the mesh prefixes
 // over the LAN to the server, which Linux would happily accept.
 type fwNet struct {
-	attacker, server, peer netns.NsHandle
-	attackerName           string
+	attacker, server, peer *netnstest.NS
 }
 
 const (
@@ -36,128 +32,27 @@ const (
 	fwOtherPort    = 8080 // an unrelated service on every address
 )
 
-func requireRootNS(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("ip"); err != nil {
-			t.Fatalf("network-namespace test needs ip(8): %v", err)
-		}
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("network-namespace test needs root, and CI must run it")
-	}
-	t.Skip("network-namespace test needs root")
-}
-
-func runIP(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 func newFwNet(t *testing.T) *fwNet {
 	t.Helper()
-	names := map[string]string{}
-	handles := map[string]netns.NsHandle{}
-	for _, role := range []string{"attacker", "server", "peer"} {
-		name := fmt.Sprintf("mcpmesh-fw%d-%s", os.Getpid(), role)
-		names[role] = name
-		runIP(t, "netns", "add", name)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Logf("ip netns del %s: %v\n%s", name, err, out)
-			}
-		})
-		runIP(t, "-n", name, "link", "set", "lo", "up")
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			t.Fatalf("open namespace %s: %v", name, err)
-		}
-		t.Cleanup(func() { h.Close() })
-		handles[role] = h
-	}
-	att, srv, peer := names["attacker"], names["server"], names["peer"]
+	netnstest.RequireRoot(t)
+	att, srv, peer := netnstest.New(t, "fw", "attacker"), netnstest.New(t, "fw", "server"), netnstest.New(t, "fw", "peer")
 	// The LAN.
-	runIP(t, "-n", att, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0", "netns", srv)
-	runIP(t, "-n", att, "addr", "add", "10.98.0.1/24", "dev", "lan0")
-	runIP(t, "-n", att, "addr", "add", "fd00:98::1/64", "dev", "lan0", "nodad")
-	runIP(t, "-n", srv, "addr", "add", "10.98.0.2/24", "dev", "lan0")
-	runIP(t, "-n", srv, "addr", "add", "fd00:98::2/64", "dev", "lan0", "nodad")
+	netnstest.Link(t, att, "lan0", srv, "lan0")
+	att.IP("addr", "add", "10.98.0.1/24", "dev", "lan0")
+	att.IP("addr", "add", "fd00:98::1/64", "dev", "lan0", "nodad")
+	srv.IP("addr", "add", "10.98.0.2/24", "dev", "lan0")
+	srv.IP("addr", "add", "fd00:98::2/64", "dev", "lan0", "nodad")
 	// The mesh interface.
-	runIP(t, "-n", peer, "link", "add", "mesh0", "type", "veth", "peer", "name", "mcpmesh0", "netns", srv)
-	runIP(t, "-n", peer, "addr", "add", "100.64.0.1/32", "dev", "mesh0")
-	runIP(t, "-n", srv, "addr", "add", "100.64.0.2/32", "dev", "mcpmesh0")
-	runIP(t, "-n", srv, "addr", "add", "fd7a:115c:a1e0::2/128", "dev", "mcpmesh0", "nodad")
-	for _, l := range [][2]string{{att, "lan0"}, {srv, "lan0"}, {peer, "mesh0"}, {srv, "mcpmesh0"}} {
-		runIP(t, "-n", l[0], "link", "set", l[1], "up")
-	}
-	runIP(t, "-n", peer, "route", "add", "100.64.0.0/10", "dev", "mesh0")
-	runIP(t, "-n", srv, "route", "add", "100.64.0.0/10", "dev", "mcpmesh0")
+	netnstest.Link(t, peer, "mesh0", srv, "mcpmesh0")
+	peer.IP("addr", "add", "100.64.0.1/32", "dev", "mesh0")
+	srv.IP("addr", "add", "100.64.0.2/32", "dev", "mcpmesh0")
+	srv.IP("addr", "add", "fd7a:115c:a1e0::2/128", "dev", "mcpmesh0", "nodad")
+	peer.IP("route", "add", "100.64.0.0/10", "dev", "mesh0")
+	srv.IP("route", "add", "100.64.0.0/10", "dev", "mcpmesh0")
 	// The attacker routes the mesh over the LAN to the server.
-	runIP(t, "-n", att, "route", "add", "100.64.0.0/10", "via", "10.98.0.2")
-	runIP(t, "-n", att, "-6", "route", "add", "fd7a:115c:a1e0::/48", "via", "fd00:98::2")
-	return &fwNet{attacker: handles["attacker"], server: handles["server"], peer: handles["peer"], attackerName: att}
-}
-
-// inNS runs f on an OS thread moved into ns. The thread is never handed
-// back to the scheduler (the goroutine exits still locked, so the runtime
-// destroys it), which keeps the namespace switch from leaking into other
-// goroutines. Sockets f creates stay in ns.
-func inNS(t *testing.T, ns netns.NsHandle, f func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		f()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("enter namespace: %v", err)
-	}
-}
-
-// listen opens a TCP listener in ns that accepts and closes connections.
-func listen(t *testing.T, ns netns.NsHandle, addr string) {
-	t.Helper()
-	var l net.Listener
-	var err error
-	inNS(t, ns, func() { l, err = net.Listen("tcp", addr) })
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
-
-// dial connects from ns to addr within timeout, optionally from src.
-func dial(t *testing.T, ns netns.NsHandle, addr, src string, timeout time.Duration) error {
-	t.Helper()
-	var err error
-	inNS(t, ns, func() {
-		d := net.Dialer{Timeout: timeout}
-		if src != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-		}
-		var c net.Conn
-		if c, err = d.Dial("tcp", addr); err == nil {
-			c.Close()
-		}
-	})
-	return err
+	att.IP("route", "add", "100.64.0.0/10", "via", "10.98.0.2")
+	att.IP("-6", "route", "add", "fd7a:115c:a1e0::/48", "via", "fd00:98::2")
+	return &fwNet{attacker: att, server: srv, peer: peer}
 }
 
 // A drop shows as a connect timeout: nothing comes back.
@@ -166,16 +61,16 @@ const (
 	blockedBound = 500 * time.Millisecond
 )
 
-func mustReach(t *testing.T, ns netns.NsHandle, who, addr string) {
+func mustReach(t *testing.T, ns *netnstest.NS, who, addr string) {
 	t.Helper()
-	if err := dial(t, ns, addr, "", reachBound); err != nil {
+	if err := ns.Dial(addr, "", reachBound); err != nil {
 		t.Errorf("%s cannot reach %s: %v", who, addr, err)
 	}
 }
 
-func mustNotReach(t *testing.T, ns netns.NsHandle, who, addr string) {
+func mustNotReach(t *testing.T, ns *netnstest.NS, who, addr string) {
 	t.Helper()
-	if err := dial(t, ns, addr, "", blockedBound); err == nil {
+	if err := ns.Dial(addr, "", blockedBound); err == nil {
 		t.Errorf("%s reaches %s; the firewall must drop it", who, addr)
 	}
 }
@@ -197,18 +92,17 @@ func meshRules() FirewallRules {
 // reaches the proxy through the mesh interface, the host itself still
 // reaches the upstream, and unrelated services stay open.
 func TestFirewallClosesTheMeshAddressAndLockedPortsToTheLAN(t *testing.T) {
-	requireRootNS(t)
 	n := newFwNet(t)
-	fw := NewFirewall(FirewallInNamespace(int(n.server)))
+	fw := NewFirewall(FirewallInNamespace(int(n.server.Handle)))
 	t.Cleanup(func() {
 		if err := fw.Remove(); err != nil {
 			t.Errorf("Remove: %v", err)
 		}
 	})
-	listen(t, n.server, fmt.Sprintf("100.64.0.2:%d", fwProxyPort))
-	listen(t, n.server, fmt.Sprintf("[fd7a:115c:a1e0::2]:%d", fwProxyPort))
-	listen(t, n.server, fmt.Sprintf("[::]:%d", fwUpstreamPort)) // dual-stack, like a shadow server
-	listen(t, n.server, fmt.Sprintf("[::]:%d", fwOtherPort))
+	n.server.Listen(fmt.Sprintf("100.64.0.2:%d", fwProxyPort))
+	n.server.Listen(fmt.Sprintf("[fd7a:115c:a1e0::2]:%d", fwProxyPort))
+	n.server.Listen(fmt.Sprintf("[::]:%d", fwUpstreamPort)) // dual-stack, like a shadow server
+	n.server.Listen(fmt.Sprintf("[::]:%d", fwOtherPort))
 
 	proxy4 := fmt.Sprintf("100.64.0.2:%d", fwProxyPort)
 	proxy6 := fmt.Sprintf("[fd7a:115c:a1e0::2]:%d", fwProxyPort)
@@ -243,9 +137,9 @@ func TestFirewallClosesTheMeshAddressAndLockedPortsToTheLAN(t *testing.T) {
 
 	// A packet from the LAN that claims a mesh source address is dropped:
 	// the serving node names callers by that address.
-	runIP(t, "-n", n.attackerName, "addr", "add", "100.64.0.66/32", "dev", "lan0")
+	n.attacker.IP("addr", "add", "100.64.0.66/32", "dev", "lan0")
 	before := dropped(t, fw, "from mesh prefix 100.64.0.0/10")
-	if err := dial(t, n.attacker, other, "100.64.0.66", blockedBound); err == nil {
+	if err := n.attacker.Dial(other, "100.64.0.66", blockedBound); err == nil {
 		t.Error("a connection from a spoofed mesh source address succeeds")
 	}
 	if after := dropped(t, fw, "from mesh prefix 100.64.0.0/10"); after <= before {
@@ -260,10 +154,9 @@ func TestFirewallClosesTheMeshAddressAndLockedPortsToTheLAN(t *testing.T) {
 // a rule deleted by hand, Apply repairs it (and replaces a stale table from
 // an earlier run), and Remove takes everything away, twice without error.
 func TestFirewallRepairsDriftAndRemovesItself(t *testing.T) {
-	requireRootNS(t)
 	n := newFwNet(t)
-	fw := NewFirewall(FirewallInNamespace(int(n.server)))
-	listen(t, n.server, fmt.Sprintf("[::]:%d", fwUpstreamPort))
+	fw := NewFirewall(FirewallInNamespace(int(n.server.Handle)))
+	n.server.Listen(fmt.Sprintf("[::]:%d", fwUpstreamPort))
 	up4 := fmt.Sprintf("10.98.0.2:%d", fwUpstreamPort)
 
 	// A stale table, as a crashed run with other ports would leave it.
@@ -285,7 +178,7 @@ func TestFirewallRepairsDriftAndRemovesItself(t *testing.T) {
 	mustNotReach(t, n.attacker, "attacker", up4)
 
 	// Someone deletes the lockdown rule by hand.
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.server)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.server.Handle)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,9 +236,8 @@ func TestFirewallRefusesBadRulesAndKeepsTheTable(t *testing.T) {
 			t.Errorf("Validate(%+v) = nil", r)
 		}
 	}
-	requireRootNS(t)
 	n := newFwNet(t)
-	fw := NewFirewall(FirewallInNamespace(int(n.server)))
+	fw := NewFirewall(FirewallInNamespace(int(n.server.Handle)))
 	good := meshRules()
 	if err := fw.Apply(good); err != nil {
 		t.Fatal(err)
