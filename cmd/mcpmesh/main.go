@@ -44,6 +44,7 @@ func commands() []command {
 		{"status", "show this node, its identity and its peers", runStatus},
 		{"ping", "round trip to a peer over the mesh", runPing},
 		{"down", "stop the node daemon", runDown},
+		{"install-service", "run the node daemon at boot (systemd unit or launchd plist)", runInstallService},
 		{"nodes", "list or revoke nodes (admin)", runNodes},
 		{"policy", "check, apply and inspect the tool-level policy (admin)", runPolicy},
 		{"serve", "publish an MCP server on this node as a mesh-only service", runServe},
@@ -98,7 +99,7 @@ func usage(w io.Writer) {
 	cs := commands()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nrun `mcpmesh COMMAND -h` for a command's flags")
 }
