@@ -338,10 +338,16 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	var first *api.NetmapMessage
 	var ferr error
 	if changed != nil {
-		// The node held the right view at its version, so after these
-		// changes it holds the current one.
+		// The node held the right view at its version; only the changed
+		// nodes can differ. Which of them it saw then is not known, so
+		// each changed node not visible now is sent as removed (a no-op
+		// for a node that never had it): a revocation or a lost grant
+		// while the node was away must not leave it a peer.
 		if s.mu.vis.pol != nil {
 			sub.view = s.mu.vis.view(self)
+			for name := range changed {
+				sub.view[name] = struct{}{}
+			}
 		}
 		// Its catalog may have changed with other nodes' services, so it
 		// is compared against nothing and sent; its own bundle cannot have.

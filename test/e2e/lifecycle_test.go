@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
@@ -147,6 +148,44 @@ func TestNodeRestartKeepsIdentityAndMeshIP(t *testing.T) {
 	}
 	serveEcho(t, b2)
 	mustEcho(t, a, b2)
+}
+
+// TestRevocationWhileAServerIsAwayReachesItOnReconnect: a server node that
+// is down while a caller is revoked catches up by delta when it comes
+// back, and that delta must drop the revoked caller. (It did not: the
+// catch-up compared the changes against the server's current view, in
+// which the revoked node no longer was, so no removal was sent and the
+// revoked node stayed a WireGuard peer; found by the namespace suite.)
+func TestRevocationWhileAServerIsAwayReachesItOnReconnect(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	ctx := context.Background()
+	srv := m.AddNode("srv")
+	agent := m.AddNode("agent")
+	m.AddNode("bystander")
+	if _, err := srv.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: "http://127.0.0.1:9/mcp"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Admin.ApplyPolicy(ctx, policySource(`{"grants": [{"src": ["node:agent"], "dst": ["svc:ehr"], "tools": ["*"]}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitPeers(srv, "agent")
+	m.WaitPeers(agent, "srv")
+
+	m.StopNode("srv")
+	if err := m.Admin.Revoke(ctx, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	srv2, err := m.StartNode("srv", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.WaitPeers(srv2) // the revoked agent is gone
+	serveEcho(t, srv2)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := echo(cctx, agent, srv2, srv2.Addresses()[0]); err == nil {
+		t.Fatal("the revoked agent still reaches the server after the server reconnected")
+	}
 }
 
 func TestMeshCarriesTrafficWhileCoordinatorIsStopped(t *testing.T) {
