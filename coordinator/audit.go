@@ -58,3 +58,37 @@ func (s *Server) handleAuditQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, evs)
 }
+
+// handleExposure stores the calling node's exposure report, named by its
+// SVID, replacing its previous one.
+func (s *Server) handleExposure(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	var rep api.ExposureReport
+	if !readJSONUnbounded(w, r, &rep) {
+		return
+	}
+	if len(rep.Findings) > api.MaxExposureFindings {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("at most %d findings per report", api.MaxExposureFindings))
+		return
+	}
+	if rep.ScannedAt.IsZero() {
+		httpError(w, http.StatusBadRequest, "exposure report without a scan time")
+		return
+	}
+	rep.Node = c.name
+	if err := s.store.SetExposure(r.Context(), rep); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleExposureList(w http.ResponseWriter, r *http.Request) {
+	reps, err := s.store.Exposure(r.Context())
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, reps)
+}

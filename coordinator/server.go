@@ -269,6 +269,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+api.PathServices, s.nodeOnly(s.handleServices))
 	m.HandleFunc("POST "+api.PathAudit, s.nodeOnly(s.handleAudit))
 	m.HandleFunc("POST "+api.PathAdminAudit, s.adminOnly(s.handleAuditQuery))
+	m.HandleFunc("POST "+api.PathExposure, s.nodeOnly(s.handleExposure))
+	m.HandleFunc("GET "+api.PathAdminExposure, s.adminOnly(s.handleExposureList))
 	m.HandleFunc("GET "+api.PathAdminServices, s.adminOnly(s.handleServicesList))
 	m.HandleFunc("GET "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyGet))
 	m.HandleFunc("POST "+api.PathAdminPolicy, s.adminOnly(s.handlePolicyApply))

@@ -63,6 +63,10 @@ type Config struct {
 	// proxy listens, repaired when it drifts and removed on Close. Nil
 	// means no host rules, and --lockdown is refused.
 	Firewall Firewall
+	// ExposureScanEvery is how often the node scans its host for MCP
+	// servers reachable off the mesh and reports them; 0 disables the
+	// periodic scan (`mcpmesh audit exposure` still runs one).
+	ExposureScanEvery time.Duration
 }
 
 // Node is a running node daemon.
@@ -180,6 +184,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.cfg.Firewall != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.runFirewallCheck(runCtx) }()
+	}
+	if every := n.cfg.ExposureScanEvery; every > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runExposureScans(runCtx, every) }()
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -10,8 +11,11 @@ import (
 )
 
 func runAudit(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "exposure" {
+		return runAuditExposure(ctx, e, args[1:])
+	}
 	if len(args) == 0 || args[0] != "tail" {
-		return usageError{"want: audit tail [--caller ID] [--service S] [--tool T] [--decision allow|deny]"}
+		return usageError{"want: audit tail [--caller ID] [--service S] [--tool T] [--decision allow|deny], or audit exposure [--all]"}
 	}
 	fs := newFlags(e, "audit tail")
 	var af adminFlags
@@ -80,4 +84,86 @@ func cutNodePrefix(s string) (string, bool) {
 		return s[5:], true
 	}
 	return "", false
+}
+
+// runAuditExposure shows the MCP servers reachable off the mesh: on this
+// host (a fresh scan by the node, reported to the coordinator), or with
+// --all every node's latest report from the coordinator.
+func runAuditExposure(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit exposure")
+	state := stateFlag(e, fs)
+	all := fs.Bool("all", false, "every node's latest report, from the coordinator (admin)")
+	var af adminFlags
+	af.register(fs)
+	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	var reps []api.ExposureReport
+	if *all {
+		c, err := af.client(e)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if reps, err = c.Exposure(ctx); err != nil {
+			return err
+		}
+	} else {
+		res, err := localClient(*state).ScanExposure(ctx)
+		if err != nil {
+			return err
+		}
+		if res.ReportError != "" {
+			fmt.Fprintf(e.stderr, "warning: the coordinator did not get this report: %s\n", res.ReportError)
+		}
+		reps = []api.ExposureReport{res.Report}
+	}
+	if *asJSON {
+		for _, r := range reps {
+			if err := writeJSONLine(e.stdout, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if *all && len(reps) == 0 {
+		fmt.Fprintln(e.stdout, "no node has reported an exposure scan yet")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tPROCESS\tMCP SERVER\tTRANSPORT\tMESH SERVICE\tSTATUS")
+	exposed := 0
+	for _, r := range reps {
+		node := r.Node
+		if node == "" {
+			node = "(this host)"
+		}
+		if len(r.Findings) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\tno MCP server reachable off the mesh (scanned %s)\n", node, r.ScannedAt.Local().Format(time.DateTime))
+		}
+		for _, f := range r.Findings {
+			status := "locked down"
+			if f.Exposed() {
+				status = "EXPOSED"
+				exposed++
+			}
+			proc := "-"
+			if f.PID != 0 {
+				proc = fmt.Sprintf("%s[%d]", f.Process, f.PID)
+			}
+			server := dash(strings.TrimSpace(f.ServerName + " " + f.ServerVersion))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", node, f.Address, proc, server, f.Transport, dash(f.Service), status)
+		}
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t\t\t\t\t\tscan incomplete: %s\n", node, r.Error)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if exposed > 0 {
+		fmt.Fprintf(e.stderr, "%d MCP server(s) reachable off the mesh: bind them to 127.0.0.1 and serve them with `mcpmesh serve`, or add --lockdown\n", exposed)
+	}
+	return nil
 }

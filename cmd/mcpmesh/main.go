@@ -50,7 +50,7 @@ func commands() []command {
 		{"serve", "publish an MCP server on this node as a mesh-only service", runServe},
 		{"connect", "stdio (or loopback HTTP) MCP endpoint for a mesh service", runConnect},
 		{"services", "list services this node may call, or every service (admin)", runServices},
-		{"audit", "query the audit trail of MCP decisions (admin)", runAudit},
+		{"audit", "the audit trail of MCP decisions (admin), or MCP servers exposed off the mesh", runAudit},
 		{"demo", "run a coordinator and nodes in one process and show the mesh at work", runDemo},
 		{"version", "print the version", runVersion},
 	}

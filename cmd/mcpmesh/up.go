@@ -30,6 +30,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	tokenFile := fs.String("token-file", "", "read the join token from this file, and delete it once enrolled (for service units)")
 	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
 	firewall := fs.Bool("firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
+	exposureEvery := fs.Duration("exposure-scan", 15*time.Minute, "how often to scan this host for MCP servers reachable off the mesh and report them (0: never)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
@@ -74,15 +75,16 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	n, err := node.Start(ctx, node.Config{
-		StateDir:    *state,
-		Coordinator: *coord,
-		Token:       strings.TrimSpace(joinToken),
-		Hostname:    *hostname,
-		ListenPort:  uint16(*port),
-		Advertise:   *advertise,
-		Logger:      log,
-		NewTunnel:   newTunnel,
-		Firewall:    fw,
+		StateDir:          *state,
+		Coordinator:       *coord,
+		Token:             strings.TrimSpace(joinToken),
+		Hostname:          *hostname,
+		ListenPort:        uint16(*port),
+		Advertise:         *advertise,
+		Logger:            log,
+		NewTunnel:         newTunnel,
+		Firewall:          fw,
+		ExposureScanEvery: *exposureEvery,
 	})
 	if err != nil {
 		if errors.Is(err, node.ErrFirewall) {

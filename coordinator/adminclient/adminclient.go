@@ -173,3 +173,12 @@ func (c *Client) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent,
 	}
 	return resp, nil
 }
+
+// Exposure returns every node's latest exposure report.
+func (c *Client) Exposure(ctx context.Context) ([]api.ExposureReport, error) {
+	var resp []api.ExposureReport
+	if err := api.Do(ctx, c.hc, http.MethodGet, c.base.JoinPath(api.PathAdminExposure).String(), nil, &resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

@@ -25,6 +25,7 @@ const (
 	PathEndpoints = "/v1/endpoints"
 	PathServices  = "/v1/services"
 	PathAudit     = "/v1/audit"
+	PathExposure  = "/v1/exposure"
 
 	PathAdminTokens = "/v1/admin/tokens"
 	PathAdminNodes  = "/v1/admin/nodes"
@@ -38,6 +39,7 @@ const (
 	PathAdminPolicyExplain  = "/v1/admin/policy/explain"  // POST
 	PathAdminServices       = "/v1/admin/services"        // GET
 	PathAdminAudit          = "/v1/admin/audit"           // POST query
+	PathAdminExposure       = "/v1/admin/exposure"        // GET every node's latest report
 )
 
 // MaxRequestBytes bounds every request body the coordinator reads; a larger
@@ -257,6 +259,43 @@ type AuditBatch struct {
 type AuditAck struct {
 	Stored uint64 `json:"stored"`
 }
+
+// ExposureReport is one node's scan for MCP servers on its host that can be
+// reached off the mesh (`mcpmesh audit exposure`). The coordinator keeps
+// the latest per node; the node name comes from the SVID of the sender.
+type ExposureReport struct {
+	Node      string            `json:"node,omitempty"`
+	ScannedAt time.Time         `json:"scanned_at"`
+	Findings  []ExposureFinding `json:"findings"`
+	// Error says why a scan was incomplete (e.g. another OS); findings
+	// are then what could be found.
+	Error string `json:"error,omitempty"`
+}
+
+// MaxExposureFindings bounds one report.
+const MaxExposureFindings = 1000
+
+// ExposureFinding is one listening socket that answered an MCP initialize
+// on a non-loopback address.
+type ExposureFinding struct {
+	Address         string `json:"address"` // as bound, e.g. 0.0.0.0:9000
+	PID             int    `json:"pid,omitempty"`
+	Process         string `json:"process,omitempty"`
+	Transport       string `json:"transport"` // streamable-http or sse
+	URL             string `json:"url"`
+	ServerName      string `json:"server_name,omitempty"`
+	ServerVersion   string `json:"server_version,omitempty"`
+	ProtocolVersion string `json:"protocol_version,omitempty"`
+	// Service is the mesh service this node serves from the same port,
+	// "" when the server is not served through the mesh.
+	Service string `json:"service,omitempty"`
+	// LockedDown is true when the port accepts packets from loopback only
+	// and the node verified that rule is installed.
+	LockedDown bool `json:"locked_down"`
+}
+
+// Exposed says whether the finding is reachable off the mesh.
+func (f ExposureFinding) Exposed() bool { return !f.LockedDown }
 
 // AuditQuery filters `mcpmesh audit tail`.
 type AuditQuery struct {

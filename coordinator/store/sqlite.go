@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS audit (
 	PRIMARY KEY (node, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+CREATE TABLE IF NOT EXISTS exposure (
+	node   TEXT PRIMARY KEY REFERENCES nodes(name),
+	report TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
 	version INTEGER PRIMARY KEY,
 	node    TEXT NOT NULL,

@@ -159,6 +159,10 @@ type Store interface {
 	AppendAudit(ctx context.Context, node string, evs []api.AuditEvent) (uint64, error)
 	// Audit returns the newest events matching q, newest first.
 	Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error)
+	// SetExposure replaces a node's exposure report.
+	SetExposure(ctx context.Context, r api.ExposureReport) error
+	// Exposure returns every node's latest exposure report, by node name.
+	Exposure(ctx context.Context) ([]api.ExposureReport, error)
 	// Close releases the database.
 	Close() error
 }

@@ -203,6 +203,15 @@ func TrustDomainOf(ctx context.Context, coordinator string, tok identity.Token) 
 	return td, fmt.Errorf("controlclient: the coordinator's CA carries no SPIFFE trust domain")
 }
 
+// ReportExposure sends this node's exposure report; the coordinator keeps
+// the latest for `mcpmesh audit exposure --all`.
+func (c *Client) ReportExposure(ctx context.Context, r api.ExposureReport) error {
+	if err := api.Do(ctx, c.hc, http.MethodPost, c.base.JoinPath(api.PathExposure).String(), r, nil); err != nil {
+		return fmt.Errorf("controlclient: report exposure: %w", err)
+	}
+	return nil
+}
+
 // ShipAudit sends audit events and returns the highest sequence the
 // coordinator has stored for this node.
 func (c *Client) ShipAudit(ctx context.Context, evs []api.AuditEvent) (uint64, error) {

@@ -24,10 +24,11 @@ import (
 
 // Routes of the LocalAPI.
 const (
-	pathStatus = "/localapi/v0/status"
-	pathPing   = "/localapi/v0/ping"
-	pathDown   = "/localapi/v0/down"
-	pathServe  = "/localapi/v0/serve"
+	pathStatus   = "/localapi/v0/status"
+	pathPing     = "/localapi/v0/ping"
+	pathDown     = "/localapi/v0/down"
+	pathExposure = "/localapi/v0/exposure"
+	pathServe    = "/localapi/v0/serve"
 )
 
 // Status is what `mcpmesh status` shows.
@@ -98,6 +99,17 @@ type Backend interface {
 	MCPForwarder() http.Handler
 	// Down asks the daemon to leave the mesh and exit.
 	Down()
+	// ScanExposure looks for MCP servers on this host reachable off the
+	// mesh and reports them to the coordinator.
+	ScanExposure(ctx context.Context) (*ExposureResult, error)
+}
+
+// ExposureResult is a scan and whether the coordinator has it.
+type ExposureResult struct {
+	Report api.ExposureReport `json:"report"`
+	// ReportError says why the coordinator did not get the report (it is
+	// sent again with the next periodic scan).
+	ReportError string `json:"report_error,omitempty"`
 }
 
 // MCPPath is the LocalAPI path where a local client reaches mesh service
@@ -166,6 +178,14 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	m.HandleFunc("POST "+pathExposure, func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.ScanExposure(r.Context())
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, res)
+	})
 	m.Handle("/localapi/v0/mcp/{service}", b.MCPForwarder())
 	m.HandleFunc("POST "+pathDown, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
@@ -231,6 +251,12 @@ func (c *Client) Unserve(ctx context.Context, name string) error {
 // HTTPClient is an HTTP client whose every connection goes to the node's
 // socket, for Streamable HTTP to MCPPath (host "local").
 func (c *Client) HTTPClient() *http.Client { return c.hc }
+
+// ScanExposure runs the exposure audit on the node's host.
+func (c *Client) ScanExposure(ctx context.Context) (*ExposureResult, error) {
+	var res ExposureResult
+	return &res, c.do(ctx, http.MethodPost, pathExposure, nil, &res)
+}
 
 // Down asks the node to exit.
 func (c *Client) Down(ctx context.Context) error {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -288,7 +289,36 @@ func TestOnlyTheMeshReachesAServedMCPServer(t *testing.T) {
 	}
 	mesh4, mesh6 := l.meshAddrs(l.server, serverState)
 
+	// The exposure audit on the server's host sees the shadow server,
+	// served as ehr and locked down.
+	exp := l.ok(l.server, "audit", "exposure", "--state", serverState)
+	if !regexp.MustCompile(`:` + upstreamPort + `\s.*ehr\s+locked down`).MatchString(exp) {
+		t.Errorf("audit exposure on the server does not show port %s served as ehr and locked down:\n%s", upstreamPort, exp)
+	}
+
 	agentState := l.up(l.agent, "agent", token())
+	// A shadow MCP server on the agent's laptop, bound to every address
+	// (Go makes that a dual-stack socket on [::]).
+	shadow := sdk.NewServer(&sdk.Implementation{Name: "laptop-shadow", Version: "0.1"}, nil)
+	var shadowLn net.Listener
+	l.agent.Do(func() { shadowLn, err = net.Listen("tcp", "0.0.0.0:9100") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	shadowSrv := &http.Server{Handler: sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return shadow }, nil)}
+	go shadowSrv.Serve(shadowLn)
+	defer shadowSrv.Close()
+	exp = l.ok(l.agent, "audit", "exposure", "--state", agentState)
+	if !regexp.MustCompile(`(0\.0\.0\.0|\[::\]):9100\s.*laptop-shadow 0\.1\s+streamable-http\s+-\s+EXPOSED`).MatchString(exp) {
+		t.Errorf("audit exposure on the agent does not flag the shadow server:\n%s", exp)
+	}
+	all := l.ok(l.coord, append([]string{"audit", "exposure", "--all"}, admin...)...)
+	for _, re := range []string{`agent\s+(0\.0\.0\.0|\[::\]):9100\s.*EXPOSED`, `server\s+\S+:` + upstreamPort + `\s.*locked down`} {
+		if !regexp.MustCompile(re).MatchString(all) {
+			t.Errorf("audit exposure --all lacks %s:\n%s", re, all)
+		}
+	}
+
 	strangerState := l.up(l.stranger, "stranger", token())
 	waitFor(t, "the agent to see the service", 20*time.Second, func() bool {
 		so, _, err := l.run(l.agent, "services", "list", "--state", agentState)

@@ -5,8 +5,10 @@
 package netnstest
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -82,23 +84,30 @@ func (ns *NS) Command(name string, args ...string) *exec.Cmd {
 
 // Do runs f on an OS thread moved into the namespace. The thread never
 // returns to the scheduler (its goroutine ends still locked, so the runtime
-// destroys it), so the switch cannot leak into other goroutines. Sockets f
+// destroys it, or parks it for good when it is the main thread), so the
+// switch cannot leak into other goroutines. Beware the main-thread case:
+// /proc/self/net follows the main thread, so read /proc/thread-self/net. Sockets f
 // creates stay in the namespace and can be used from anywhere afterwards.
 func (ns *NS) Do(f func()) {
 	ns.t.Helper()
+	if err := ns.run(f); err != nil {
+		ns.t.Fatal(err)
+	}
+}
+
+// run is Do that returns its error, for goroutines other than the test's.
+func (ns *NS) run(f func()) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		if err := netns.Set(ns.Handle); err != nil {
-			done <- err
+			done <- fmt.Errorf("enter namespace %s: %w", ns.Name, err)
 			return
 		}
 		f()
 		done <- nil
 	}()
-	if err := <-done; err != nil {
-		ns.t.Fatalf("enter namespace %s: %v", ns.Name, err)
-	}
+	return <-done
 }
 
 // Dial connects from the namespace to addr ("host:port") within timeout,
@@ -117,6 +126,28 @@ func (ns *NS) Dial(addr, src string, timeout time.Duration) error {
 		}
 	})
 	return err
+}
+
+// DialContext dials from the namespace; it suits http.Transport.
+func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	if rerr := ns.run(func() {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+	}); rerr != nil {
+		return nil, rerr
+	}
+	return c, err
+}
+
+// HTTPClient is an HTTP client whose connections start in the namespace,
+// as a program running there would make them.
+func (ns *NS) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true},
+	}
 }
 
 // Listen opens a TCP listener in the namespace that accepts connections and

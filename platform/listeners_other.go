@@ -1,0 +1,12 @@
+//go:build !linux
+
+package platform
+
+// TODO: macOS can list listeners with sysctl net.inet.tcp.pcblist_n and
+// map them to processes with proc_pidinfo; until then the exposure audit
+// is Linux-only.
+
+// ListListeners is not implemented on this system: it fails with an error
+// wrapping errors.ErrUnsupported, so ScanExposure does too and the caller
+// can report the audit as unavailable rather than clean.
+func ListListeners() ([]Listener, error) { return nil, unsupported("list listening sockets") }
