@@ -155,7 +155,17 @@ type rig struct {
 
 func newRig(t testing.TB, opts *sdk.StreamableHTTPOptions) *rig {
 	t.Helper()
-	r := &rig{up: newUpstream(t, opts)}
+	up := newUpstream(t, opts)
+	r := newRigTo(t, up.url)
+	r.up = up
+	return r
+}
+
+// newRigTo puts a proxy in front of an upstream at url, which may run in
+// another process.
+func newRigTo(t testing.TB, url string) *rig {
+	t.Helper()
+	r := &rig{}
 	r.setPolicy(mustPolicy(t, testPolicy))
 	r.proxy = New(Config{
 		Node: "server-1",
@@ -172,7 +182,7 @@ func newRig(t testing.TB, opts *sdk.StreamableHTTPOptions) *rig {
 			r.mu.Unlock()
 		},
 	})
-	if err := r.proxy.SetService(Service{Name: "charts", Tags: []string{"tag:phi"}, URL: r.up.url}); err != nil {
+	if err := r.proxy.SetService(Service{Name: "charts", Tags: []string{"tag:phi"}, URL: url}); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
