@@ -54,10 +54,34 @@ func AddRoutes(ifname string, prefixes []netip.Prefix) error {
 			Scope:     netlink.SCOPE_LINK,
 		}
 		if err := netlink.RouteAdd(r); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				if owner := routeOwner(p.Masked()); owner != "" && owner != ifname {
+					return fmt.Errorf("platform: %s is already routed via %s: another VPN or mesh, or a carrier-grade NAT network, uses it; remove that route or run without --tun", p.Masked(), owner)
+				}
+			}
 			return fmt.Errorf("platform: route %s to %s: %w", p.Masked(), ifname, err)
 		}
 	}
 	return nil
+}
+
+// routeOwner names the interface of the main table's route for exactly p,
+// or "" when there is none or it cannot be read.
+func routeOwner(p netip.Prefix) string {
+	family := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Dst: prefixNet(p)}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return ""
+	}
+	for _, r := range routes {
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			return l.Attrs().Name
+		}
+	}
+	return ""
 }
 
 // SetUp sets the MTU of the interface ifname and brings it up.
