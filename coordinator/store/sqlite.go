@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS serials (
 	expires INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS serials_node ON serials(node);
+-- Every netmap stream asks for the revoked nodes' serials when it opens;
+-- revoked nodes are few, so the lookup starts from them, not from a scan.
+CREATE INDEX IF NOT EXISTS nodes_revoked ON nodes(revoked_at) WHERE revoked_at != 0;
 CREATE TABLE IF NOT EXISTS policies (
 	version  INTEGER PRIMARY KEY,
 	source   BLOB NOT NULL,
@@ -424,11 +427,17 @@ func (s *SQLite) RecordSerial(ctx context.Context, sr Serial) error {
 	})
 }
 
+// revokedSerialsQuery runs on every netmap stream open, so it must cost
+// O(revoked nodes), not O(serials): CROSS JOIN makes SQLite start from the
+// few revoked nodes (index nodes_revoked) and look their serials up by node.
+// With a plain JOIN the planner walked every serial in order to skip the
+// sort, about 5 ms at 10,000 nodes on the store's one connection, which
+// 10,000 streams opening at once turned into minutes.
+const revokedSerialsQuery = `SELECT s.serial FROM nodes n CROSS JOIN serials s ON s.node = n.name WHERE n.revoked_at != 0 AND s.expires > ? ORDER BY s.serial`
+
 // RevokedSerials implements Store.
 func (s *SQLite) RevokedSerials(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT s.serial FROM serials s JOIN nodes n ON n.name = s.node WHERE n.revoked_at != 0 AND s.expires > ? ORDER BY s.serial`,
-		now.UnixNano())
+	rows, err := s.db.QueryContext(ctx, revokedSerialsQuery, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("store: revoked serials: %w", err)
 	}

@@ -24,6 +24,12 @@ import (
 // all N clients together). N comes from MCPMESH_BENCH_NODES (default 100).
 //
 //	MCPMESH_BENCH_NODES=1000 go test ./test/e2e -run '^$' -bench ControlPlane -benchtime 1x
+//
+// One process holds both ends of every stream, so it stops short of 10,000
+// nodes (the file descriptor limit) and cannot tell the coordinator's CPU
+// and memory from the clients'. scripts/bench-controlplane.sh runs the
+// coordinator binary in its own process and the nodes in several
+// (test/bench/controlplane); this benchmark stays for quick in-process runs.
 func BenchmarkControlPlane(b *testing.B) {
 	n := 100
 	if v, err := strconv.Atoi(os.Getenv("MCPMESH_BENCH_NODES")); err == nil && v > 1 {

@@ -1,0 +1,56 @@
+// Command controlplane measures the mcpmesh control plane at scale (issue
+// 7): one coordinator, the real binary in its own process, and N
+// lightweight nodes (meshtest.LightNode: real enrollment, real mTLS netmap
+// streams, real Ed25519 checks, no tunnel) spread over several client
+// processes, so that neither side runs out of file descriptors and the
+// coordinator's CPU time and memory can be read from /proc alone.
+//
+//	run     the driver: for each N, a fresh coordinator, the client
+//	        processes and the phases (enroll, first maps, idle, policy
+//	        changes, joins that reach the hub, a join that reaches everyone);
+//	        prints a markdown report, and JSON results with -json
+//	client  one client process: enrolls K light nodes with a reusable token,
+//	        runs their streams and answers the driver's requests, one JSON
+//	        line each way on stdin and stdout
+//	report  the markdown of results saved with run -json
+//
+// The policy gives every node one service to call, on a node named hub,
+// so every light node has exactly one peer and the hub has all of them.
+// Everything runs on 127.0.0.1; every wait is bounded by a timeout and
+// every client process stops by itself after -lifetime.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"run":    cmdRun,
+		"client": cmdClient,
+		"report": cmdReport,
+	}
+	run, ok := cmds[os.Args[1]]
+	if !ok {
+		usage()
+		os.Exit(2)
+	}
+	if err := run(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "controlplane %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: controlplane run|client|report [flags]")
+}
