@@ -27,7 +27,8 @@ func (t *Tunnel) ListenTCP(port uint16) (net.Listener, error) {
 		done:  make(chan struct{}),
 	}
 	for _, a := range t.addrs {
-		gl, err := t.tnet.ListenTCPAddrPort(netip.AddrPortFrom(a, port))
+		fa, proto := fullAddr(netip.AddrPortFrom(a, port))
+		gl, err := gonet.ListenTCP(t.stack, fa, proto)
 		if err != nil {
 			l.closeListeners()
 			return nil, fmt.Errorf("netstack: listen tcp %s: %w", netip.AddrPortFrom(a, port), err)
@@ -68,7 +69,8 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 	default:
 		return nil, fmt.Errorf("netstack: dial %s %s: %w", network, addr, net.UnknownNetworkError(network))
 	}
-	c, err := t.tnet.DialContextTCPAddrPort(ctx, ap)
+	fa, proto := fullAddr(ap)
+	c, err := gonet.DialContextTCP(ctx, t.stack, fa, proto)
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %s %s: %w", network, addr, err)
 	}

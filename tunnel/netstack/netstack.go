@@ -4,11 +4,13 @@
 // traffic exists only inside the process: ListenTCP and DialContext are the
 // only ways in and out, and nothing else on the host can reach them.
 //
-// The package owns the device, its UDP bind and the netstack; turning the
-// whole desired peer set of tunnel.Tunnel.SetPeers into the smallest UAPI
-// change, and WhoIs, are shared with kernel mode in package wgconfig. It knows nothing of MCP, of the coordinator or of node identities:
-// it maps source addresses to WireGuard keys, and the caller maps keys to
-// nodes.
+// The package owns the device, its UDP bind, the netstack and the link
+// between them (link.go, built for throughput: batches, TCP segmentation
+// and receive coalescing); turning the whole desired peer set of
+// tunnel.Tunnel.SetPeers into the smallest UAPI change, and WhoIs, are
+// shared with kernel mode in package wgconfig. It knows nothing of MCP, of
+// the coordinator or of node identities: it maps source addresses to
+// WireGuard keys, and the caller maps keys to nodes.
 package netstack
 
 import (
@@ -21,7 +23,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/mcpmesh/mcpmesh/tunnel"
 	"github.com/mcpmesh/mcpmesh/tunnel/wgconfig"
@@ -37,7 +39,7 @@ type Tunnel struct {
 	addrs      []netip.Addr
 	listenPort uint16
 	dev        *device.Device
-	tnet       *wgnetstack.Net
+	stack      *stack.Stack
 	log        *slog.Logger
 	// peers owns the device's peer configuration and the WhoIs table.
 	peers *wgconfig.Peers
@@ -109,9 +111,10 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 		return nil, fmt.Errorf("netstack: MTU %d out of range [1280, 65535]", mtu)
 	}
 
-	tdev, tnet, err := wgnetstack.CreateNetTUN(addrs, nil, mtu)
+	l := newLink(mtu)
+	s, err := newStack(l, addrs)
 	if err != nil {
-		return nil, fmt.Errorf("netstack: create netstack: %w", err)
+		return nil, err
 	}
 	log := o.log
 	if log == nil {
@@ -119,15 +122,16 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	}
 	t := &Tunnel{
 		addrs: addrs,
-		tnet:  tnet,
+		stack: s,
 		log:   log,
 	}
-	// NewDevice owns tdev from here on: dev.Close closes it.
-	t.dev = device.NewDevice(tdev, o.bind, wgconfig.NewLogger(o.log))
+	// NewDevice owns the link from here on: dev.Close closes it, and
+	// closeDevice the stack after it.
+	t.dev = device.NewDevice(linkDevice{l}, o.bind, wgconfig.NewLogger(o.log))
 	t.state.listeners = map[*listener]struct{}{}
 	port, err := wgconfig.Up(t.dev, cfg.PrivateKey, cfg.ListenPort)
 	if err != nil {
-		t.dev.Close()
+		t.closeDevice()
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
 	t.listenPort = port
@@ -168,8 +172,8 @@ func (t *Tunnel) Addresses() []netip.Addr {
 func (t *Tunnel) ListenPort() uint16 { return t.listenPort }
 
 // Close closes every listener, then the device, which closes its UDP
-// sockets and the netstack and so every connection made through it. It is
-// idempotent; later calls return nil.
+// sockets and the link, then the netstack and so every connection made
+// through it. It is idempotent; later calls return nil.
 func (t *Tunnel) Close() error {
 	t.state.Lock()
 	if t.state.closed {
@@ -185,8 +189,16 @@ func (t *Tunnel) Close() error {
 	for l := range ls {
 		l.close()
 	}
-	t.dev.Close()
+	t.closeDevice()
 	return nil
+}
+
+// closeDevice closes the device, which closes its UDP sockets and the link,
+// then the stack and so every connection made through it.
+func (t *Tunnel) closeDevice() {
+	t.dev.Close()
+	t.stack.RemoveNIC(nicID)
+	t.stack.Close()
 }
 
 // errClosed is returned by operations on a closed tunnel.

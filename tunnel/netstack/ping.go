@@ -7,15 +7,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
-	"os"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // pingResend is how long Ping waits for a reply before it sends the echo
-// again. A first echo can be lost to a handshake in progress, and gVisor's
-// ping socket misses a reply that arrives before its reader waits; a resent
-// echo covers both.
+// again: a first echo can be lost to a handshake in progress.
 const pingResend = 250 * time.Millisecond
 
 // Ping sends an ICMP echo request to a mesh address through the tunnel and
@@ -40,7 +44,7 @@ func (t *Tunnel) Ping(ctx context.Context, addr netip.Addr) (time.Duration, erro
 	if !src.IsValid() {
 		return 0, fmt.Errorf("netstack: ping %s: this node has no mesh address of that family", addr)
 	}
-	pc, err := t.tnet.DialPingAddr(src, addr)
+	pc, err := t.dialPing(src, addr)
 	if err != nil {
 		return 0, fmt.Errorf("netstack: ping %s: %w", addr, err)
 	}
@@ -74,7 +78,7 @@ func (t *Tunnel) Ping(ctx context.Context, addr netip.Addr) (time.Duration, erro
 		}
 		for {
 			n, err := pc.Read(reply)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 				if err := ctx.Err(); err != nil {
 					return 0, fmt.Errorf("netstack: ping %s: no reply: %w", addr, err)
 				}
@@ -90,6 +94,32 @@ func (t *Tunnel) Ping(ctx context.Context, addr netip.Addr) (time.Duration, erro
 			}
 		}
 	}
+}
+
+// dialPing opens a gVisor ICMP ("ping") socket from src to dst. gonet's
+// datagram conn serves it: its Read waits on the endpoint's queue with a
+// deadline, and Write sends to the connected address.
+func (t *Tunnel) dialPing(src, dst netip.Addr) (*gonet.UDPConn, error) {
+	tp, np := icmp.ProtocolNumber4, ipv4.ProtocolNumber
+	if dst.Is6() {
+		tp, np = icmp.ProtocolNumber6, ipv6.ProtocolNumber
+	}
+	var wq waiter.Queue
+	ep, terr := t.stack.NewEndpoint(tp, np, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("ping socket: %s", terr)
+	}
+	sa, _ := fullAddr(netip.AddrPortFrom(src, 0))
+	if terr := ep.Bind(sa); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("ping socket: bind %s: %s", src, terr)
+	}
+	da, _ := fullAddr(netip.AddrPortFrom(dst, 0))
+	if terr := ep.Connect(da); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("ping socket: connect %s: %s", dst, terr)
+	}
+	return gonet.NewUDPConn(&wq, ep), nil
 }
 
 // echoRequest builds an ICMP echo request. The identifier and checksum are

@@ -1,0 +1,62 @@
+// Command dataplane measures the mcpmesh data plane (issue 7): TCP
+// throughput over one and four streams and the round trip of a small echo,
+// over plain loopback and a plain veth pair (the baselines), over mcpmesh's
+// userspace (gVisor netstack) and kernel-TUN modes, and over bare
+// wireguard-go and Nebula as scripts/bench-dataplane.sh sets them up.
+//
+// It is a set of subcommands that the script runs inside the namespaces it
+// creates; each measurement prints one JSON line (a Result), and report
+// turns the lines of a whole run into the markdown section of BENCHMARKS.md.
+//
+//	server    sink and echo server on a TCP address
+//	client    bulk transfer over N streams; prints MB/s
+//	rtt       sequential small echo round trips; prints p50 and p99
+//	userspace both netstack tunnels (or plain loopback) in this process, measured
+//	tun       a kernel-mode mcpmesh tunnel in this namespace until stopped
+//	keygen    a WireGuard key pair, base64
+//	wgset     configure a bare wireguard-go device through its UAPI socket
+//	report    medians, ratios and targets of a run, as markdown
+//
+// Every transfer is bounded in bytes and in time, and every long-running
+// subcommand stops by itself after -lifetime.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"server":    cmdServer,
+		"client":    cmdClient,
+		"rtt":       cmdRTT,
+		"userspace": cmdUserspace,
+		"tun":       cmdTun,
+		"keygen":    cmdKeygen,
+		"wgset":     cmdWGSet,
+		"report":    cmdReport,
+	}
+	run, ok := cmds[os.Args[1]]
+	if !ok {
+		usage()
+		os.Exit(2)
+	}
+	if err := run(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "dataplane %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: dataplane server|client|rtt|userspace|tun|keygen|wgset|report [flags]")
+}
