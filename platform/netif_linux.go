@@ -84,6 +84,26 @@ func routeOwner(p netip.Prefix) string {
 	return ""
 }
 
+// ErrNoKernelWireGuard means the kernel cannot create WireGuard interfaces
+// (no wireguard module), so the caller runs wireguard-go instead.
+var ErrNoKernelWireGuard = errors.New("platform: the kernel has no WireGuard support")
+
+// AddWireGuardLink creates a kernel WireGuard interface named ifname. It
+// returns ErrNoKernelWireGuard when the kernel lacks the module.
+func AddWireGuardLink(ifname string) error {
+	err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: ifname}})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EINVAL):
+		// "Unknown device type": rtnetlink answers EOPNOTSUPP when no
+		// module provides the link kind (EINVAL on some older kernels).
+		return fmt.Errorf("%w: %w", ErrNoKernelWireGuard, err)
+	default:
+		return fmt.Errorf("platform: create WireGuard interface %s: %w", ifname, err)
+	}
+}
+
 // SetUp sets the MTU of the interface ifname and brings it up.
 func SetUp(ifname string, mtu int) error {
 	link, err := netlink.LinkByName(ifname)

@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -30,5 +31,27 @@ func TestAddRoutesNamesWhoAlreadyOwnsTheMeshPrefix(t *testing.T) {
 	ns.Do(func() { err = AddRoutes("mcpmesh0", []netip.Prefix{netip.MustParsePrefix("fd7a:115c:a1e0::/48")}) })
 	if err != nil {
 		t.Fatalf("AddRoutes of a free prefix: %v", err)
+	}
+}
+
+// TestAddWireGuardLinkSaysWhenTheKernelHasNoWireGuard: on a kernel without
+// the module (this machine) the error is ErrNoKernelWireGuard, which makes
+// TUN mode fall back to wireguard-go; with the module the interface is
+// created. Anything else is a real failure.
+func TestAddWireGuardLinkSaysWhenTheKernelHasNoWireGuard(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "wg", "host")
+	var err error
+	ns.Do(func() { err = AddWireGuardLink("wgtest0") })
+	switch {
+	case err == nil:
+		t.Log("this kernel has WireGuard: the interface was created")
+		if out := ns.IP("link", "show", "wgtest0"); !strings.Contains(out, "wgtest0") {
+			t.Errorf("ip link show wgtest0: %s", out)
+		}
+	case errors.Is(err, ErrNoKernelWireGuard):
+		t.Logf("no WireGuard in this kernel: %v", err)
+	default:
+		t.Fatalf("AddWireGuardLink = %v, want success or ErrNoKernelWireGuard", err)
 	}
 }

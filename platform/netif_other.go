@@ -23,6 +23,14 @@ func SetUp(ifname string, mtu int) error { return unsupported("bring interface u
 // DeleteLink is not implemented on this system.
 func DeleteLink(ifname string) error { return unsupported("delete interface") }
 
+// ErrNoKernelWireGuard means the kernel cannot create WireGuard interfaces.
+var ErrNoKernelWireGuard = errors.New("platform: the kernel has no WireGuard support")
+
+// AddWireGuardLink fails: kernel WireGuard is driven only on Linux.
+func AddWireGuardLink(ifname string) error {
+	return fmt.Errorf("%w: %w", ErrNoKernelWireGuard, unsupported("create WireGuard interface"))
+}
+
 // LinkExists is not implemented on this system.
 func LinkExists(ifname string) (bool, error) { return false, unsupported("find interface") }
 

@@ -2,7 +2,8 @@
 // served through mcpmesh is reachable through the mesh and nowhere else.
 // It runs the real binary: a coordinator, a server node, an agent node and
 // a node without a grant, each in its own network namespace on a shared
-// LAN bridge, nodes in kernel TUN mode, plus an outsider on the same LAN.
+// LAN bridge, nodes in kernel TUN mode, plus an outsider on the same LAN
+// and a laptop node in userspace mode.
 // It needs root, and runs (never skips) in CI.
 package netns
 
@@ -67,6 +68,7 @@ type lab struct {
 	agent    *netnstest.NS
 	stranger *netnstest.NS
 	outsider *netnstest.NS
+	laptop   *netnstest.NS
 }
 
 func newLab(t *testing.T) *lab {
@@ -77,8 +79,8 @@ func newLab(t *testing.T) *lab {
 	l.lan = netnstest.New(t, "ns", "lan")
 	l.lan.IP("link", "add", "br0", "type", "bridge")
 	l.lan.IP("link", "set", "br0", "up")
-	for i, p := range []**netnstest.NS{&l.coord, &l.server, &l.agent, &l.stranger, &l.outsider} {
-		role := []string{"coord", "server", "agent", "stranger", "outsider"}[i]
+	for i, p := range []**netnstest.NS{&l.coord, &l.server, &l.agent, &l.stranger, &l.outsider, &l.laptop} {
+		role := []string{"coord", "server", "agent", "stranger", "outsider", "laptop"}[i]
 		ns := netnstest.New(t, "ns", role)
 		netnstest.Link(t, l.lan, "v-"+role, ns, "eth0")
 		l.lan.IP("link", "set", "v-"+role, "master", "br0")
@@ -168,8 +170,16 @@ func (l *lab) startCoordinator(data string) *exec.Cmd {
 // up starts a node in TUN mode in ns and waits for its LocalAPI.
 func (l *lab) up(ns *netnstest.NS, name, token string) string {
 	l.t.Helper()
+	return l.upMode(ns, name, token, "--tun")
+}
+
+// upMode starts a node with the given mode flags ("--tun", or none for
+// userspace mode).
+func (l *lab) upMode(ns *netnstest.NS, name, token string, mode ...string) string {
+	l.t.Helper()
 	state := filepath.Join(l.dir, name)
-	l.start(ns, name, nil, bin, "up", "--tun", "--coordinator", coordURL, "--token", token, "--state", state, "--hostname", name)
+	args := append([]string{bin, "up"}, mode...)
+	l.start(ns, name, nil, append(args, "--coordinator", coordURL, "--token", token, "--state", state, "--hostname", name)...)
 	waitFor(l.t, name+" to come up", 30*time.Second, func() bool {
 		_, _, err := l.run(ns, "status", "--state", state)
 		return err == nil
@@ -233,7 +243,7 @@ func everything(t *testing.T) string {
 
 const policy = `{
   "grants": [
-    { "src": ["node:agent"], "dst": ["svc:ehr"], "tools": ["echo"] },
+    { "src": ["node:agent", "node:laptop"], "dst": ["svc:ehr"], "tools": ["echo"] },
   ],
   "tests": [
     { "src": "node:agent", "dst": "svc:ehr", "allow": ["echo"], "deny": ["get-sum"] },
@@ -370,6 +380,25 @@ func TestOnlyTheMeshReachesAServedMCPServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "denied") {
 		t.Errorf("the agent's denied call (get-sum) = %v, want a denial", err)
 	}
+
+	// A laptop in userspace mode calls the same TUN-mode server: the two
+	// data planes interoperate (the userspace side's packets must carry
+	// checksums the kernel accepts).
+	laptopState := l.upMode(l.laptop, "laptop", token())
+	waitFor(t, "the laptop to see the service", 20*time.Second, func() bool {
+		so, _, err := l.run(l.laptop, "services", "list", "--state", laptopState)
+		return err == nil && strings.Contains(so, "ehr")
+	})
+	lcmd := l.laptop.Command(bin, "connect", "ehr", "--state", laptopState)
+	lcmd.Env = l.env
+	ls, err := sdk.NewClient(&sdk.Implementation{Name: "laptop", Version: "1"}, nil).Connect(ctx, &sdk.CommandTransport{Command: lcmd}, nil)
+	if err != nil {
+		t.Fatalf("connect ehr from the userspace-mode laptop: %v", err)
+	}
+	if err := echo(ls, "from userspace mode", 10*time.Second); err != nil {
+		t.Errorf("the userspace-mode laptop's allowed call to the TUN-mode server: %v", err)
+	}
+	ls.Close()
 
 	// The outsider on the LAN, by every address of the server.
 	l.outsider.IP("route", "add", "100.64.0.0/10", "via", serverLAN4)

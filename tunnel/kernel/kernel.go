@@ -43,8 +43,11 @@ type Tunnel struct {
 	name       string
 	addrs      []netip.Addr
 	listenPort uint16
-	dev        *device.Device
-	log        *slog.Logger
+	// Exactly one of dev and kdev is set: wireguard-go on a TUN device,
+	// or the kernel's WireGuard driven through wgctrl.
+	dev  *device.Device
+	kdev *wgconfig.WgctrlDevice
+	log  *slog.Logger
 	// peers owns the device's peer configuration and the WhoIs table.
 	peers *wgconfig.Peers
 
@@ -64,10 +67,11 @@ type Option interface {
 }
 
 type options struct {
-	name   string
-	routes []netip.Prefix
-	log    *slog.Logger
-	bind   conn.Bind
+	name        string
+	routes      []netip.Prefix
+	log         *slog.Logger
+	bind        conn.Bind
+	userspaceWG bool
 }
 
 type optionFunc func(*options)
@@ -94,21 +98,25 @@ func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(o *options) { o.log = l })
 }
 
-// WithBind replaces the UDP transport (conn.NewDefaultBind).
+// WithBind replaces the UDP transport (conn.NewDefaultBind). It implies
+// wireguard-go, since the kernel's WireGuard has its own sockets.
 func WithBind(b conn.Bind) Option {
-	return optionFunc(func(o *options) { o.bind = b })
+	return optionFunc(func(o *options) { o.bind, o.userspaceWG = b, true })
 }
 
-// New creates the TUN interface, runs wireguard-go on it bound to
-// cfg.ListenPort (a free port when 0), puts cfg.Addresses on it as host
-// addresses, routes the mesh prefixes to it and brings it up. The tunnel
-// starts with no peers; call SetPeers. On error nothing is left behind.
-//
-// TODO(issue 6): where the kernel has the WireGuard module, create a
-// "wireguard" link and configure it through wgctrl instead of running
-// wireguard-go; wgconfig.Peers is then to be given a wgctrl-backed way to
-// apply its diff. Everything above the device (addresses, routes, sockets)
-// stays as it is.
+// WithWireGuardGo runs wireguard-go on a TUN device even where the kernel
+// has WireGuard (benchmarks compare the two; an operator may prefer it).
+func WithWireGuardGo() Option {
+	return optionFunc(func(o *options) { o.userspaceWG = true })
+}
+
+// New creates the mesh interface, puts cfg.Addresses on it as host
+// addresses, routes the mesh prefixes to it and brings it up, with
+// WireGuard bound to cfg.ListenPort (a free port when 0). Where the kernel
+// has the WireGuard module the interface is a kernel WireGuard link driven
+// through wgctrl; otherwise wireguard-go runs on a TUN device (Engine says
+// which). The tunnel starts with no peers; call SetPeers. On error nothing
+// is left behind.
 func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	o := options{name: DefaultName}
 	for _, opt := range opts {
@@ -141,34 +149,62 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 		return nil, fmt.Errorf("kernel: MTU %d out of range [1280, 65535]", mtu)
 	}
 
-	tdev, err := tun.CreateTUN(o.name, mtu)
-	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("kernel: create TUN interface %s: %w (kernel TUN mode needs root or CAP_NET_ADMIN)", o.name, err)
-		}
-		return nil, fmt.Errorf("kernel: create TUN interface %s: %w", o.name, err)
-	}
-	name, err := tdev.Name()
-	if err != nil {
-		tdev.Close()
-		return nil, fmt.Errorf("kernel: name of TUN interface %s: %w", o.name, err)
-	}
 	log := o.log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Tunnel{name: name, addrs: addrs, log: log}
-	// NewDevice owns tdev from here on: dev.Close closes it, and closing
-	// the TUN file removes the interface.
-	t.dev = device.NewDevice(tdev, o.bind, wgconfig.NewLogger(o.log))
+	// Where the kernel has WireGuard, it is the data plane: create a
+	// "wireguard" link and drive it through wgctrl. Otherwise wireguard-go
+	// runs on a TUN device. Everything above the device (addresses,
+	// routes, host sockets) is the same either way.
+	kernelWG := false
+	if !o.userspaceWG {
+		switch err := platform.AddWireGuardLink(o.name); {
+		case err == nil:
+			kernelWG = true
+		case errors.Is(err, platform.ErrNoKernelWireGuard):
+			log.Debug("kernel: no WireGuard module; running wireguard-go on a TUN device", "err", err)
+		default:
+			return nil, fmt.Errorf("kernel: %w", err)
+		}
+	}
+	t := &Tunnel{name: o.name, addrs: addrs, log: log}
+	var dev wgconfig.Device
+	if kernelWG {
+		kd, err := wgconfig.OpenWgctrl(o.name)
+		if err != nil {
+			platform.DeleteLink(o.name)
+			return nil, fmt.Errorf("kernel: %w", err)
+		}
+		t.kdev, dev = kd, kd
+	} else {
+		tdev, err := tun.CreateTUN(o.name, mtu)
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return nil, fmt.Errorf("kernel: create TUN interface %s: %w (kernel TUN mode needs root or CAP_NET_ADMIN)", o.name, err)
+			}
+			return nil, fmt.Errorf("kernel: create TUN interface %s: %w", o.name, err)
+		}
+		name, err := tdev.Name()
+		if err != nil {
+			tdev.Close()
+			return nil, fmt.Errorf("kernel: name of TUN interface %s: %w", o.name, err)
+		}
+		t.name = name
+		// NewDevice owns tdev from here on: dev.Close closes it, and
+		// closing the TUN file removes the interface.
+		t.dev = device.NewDevice(tdev, o.bind, wgconfig.NewLogger(o.log))
+		dev = t.dev
+	}
+	name := t.name
 	t.state.listeners = map[*listener]struct{}{}
 	t.state.conns = map[*trackedConn]struct{}{}
 	fail := func(err error) (*Tunnel, error) {
-		t.dev.Close()
+		t.closeDevice()
 		platform.DeleteLink(name) // normally gone with the TUN file already
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
-	port, err := wgconfig.Up(t.dev, cfg.PrivateKey, cfg.ListenPort)
+	port, err := wgconfig.Up(dev, cfg.PrivateKey, cfg.ListenPort)
 	if err != nil {
 		return fail(err)
 	}
@@ -184,8 +220,8 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	if err := platform.AddRoutes(name, routes); err != nil {
 		return fail(err)
 	}
-	t.peers = wgconfig.NewPeers(t.dev, pub, log)
-	log.Debug("kernel: interface up", "name", name, "addresses", addrs, "routes", routes, "listen_port", port)
+	t.peers = wgconfig.NewPeers(dev, pub, log)
+	log.Debug("kernel: interface up", "name", name, "engine", t.Engine(), "addresses", addrs, "routes", routes, "listen_port", port)
 	return t, nil
 }
 
@@ -282,13 +318,33 @@ func (t *Tunnel) Close() error {
 	for c := range cs {
 		c.TCPConn.Close()
 	}
-	t.dev.Close()
-	// Closing the TUN file removes a non-persistent interface; this only
-	// matters if something made it persistent meanwhile.
+	t.closeDevice()
+	// Closing the TUN file removes a non-persistent interface (this only
+	// matters if something made it persistent meanwhile); a kernel
+	// WireGuard interface goes only here.
 	if err := platform.DeleteLink(t.name); err != nil {
 		return fmt.Errorf("kernel: %w", err)
 	}
 	return nil
+}
+
+// closeDevice stops the WireGuard device, whichever it is.
+func (t *Tunnel) closeDevice() {
+	if t.dev != nil {
+		t.dev.Close()
+	}
+	if t.kdev != nil {
+		t.kdev.Close()
+	}
+}
+
+// Engine says which WireGuard implementation carries the tunnel: "kernel"
+// (the wireguard module, through wgctrl) or "wireguard-go".
+func (t *Tunnel) Engine() string {
+	if t.kdev != nil {
+		return "kernel"
+	}
+	return "wireguard-go"
 }
 
 func (t *Tunnel) isClosed() bool {

@@ -8,19 +8,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/device"
-
 	"github.com/mcpmesh/mcpmesh/tunnel"
 )
 
-// Peers owns the peer configuration of one wireguard-go device: the desired
+// Peers owns the peer configuration of one WireGuard device: the desired
 // state last applied, the WhoIs table built from it, and the timers of
 // deferred first handshakes. It is safe for concurrent use. It does not own
 // the device: Close stops its timers, and the caller closes the device
 // afterwards.
 type Peers struct {
 	// Immutable after NewPeers.
-	dev *device.Device
+	dev Device
 	pub tunnel.Key // this node's public key, for handshake tie-breaks
 	log *slog.Logger
 
@@ -46,7 +44,7 @@ type Peers struct {
 // NewPeers manages the peers of dev, a device already brought up with the
 // private key whose public half is pub. It starts with no peers. log may be
 // nil.
-func NewPeers(dev *device.Device, pub tunnel.Key, log *slog.Logger) *Peers {
+func NewPeers(dev Device, pub tunnel.Key, log *slog.Logger) *Peers {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

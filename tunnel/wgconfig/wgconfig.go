@@ -24,22 +24,26 @@ import (
 	"github.com/mcpmesh/mcpmesh/tunnel"
 )
 
-// Up sets the private key and UDP port of dev, brings it up and returns the
-// port the bind chose, which differs from listenPort when that was 0. On
-// error dev is left as it was given (the caller closes it).
-func Up(dev *device.Device, priv tunnel.Key, listenPort uint16) (uint16, error) {
+// Up sets the private key and UDP port of dev, brings it up (a device that
+// has an Up method, as wireguard-go's does; a kernel interface comes up
+// with its link) and returns the port the bind chose, which differs from
+// listenPort when that was 0. On error dev is left as it was given (the
+// caller closes it).
+func Up(dev Device, priv tunnel.Key, listenPort uint16) (uint16, error) {
 	uapi := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", priv.Hex(), listenPort)
 	if err := dev.IpcSet(uapi); err != nil {
 		return 0, fmt.Errorf("wgconfig: configure device: %w", err)
 	}
-	if err := dev.Up(); err != nil {
-		return 0, fmt.Errorf("wgconfig: bring device up on UDP port %d: %w", listenPort, err)
+	if u, ok := dev.(interface{ Up() error }); ok {
+		if err := u.Up(); err != nil {
+			return 0, fmt.Errorf("wgconfig: bring device up on UDP port %d: %w", listenPort, err)
+		}
 	}
 	return ListenPort(dev)
 }
 
 // ListenPort reads back the UDP port dev is bound to.
-func ListenPort(dev *device.Device) (uint16, error) {
+func ListenPort(dev Device) (uint16, error) {
 	get, err := dev.IpcGet()
 	if err != nil {
 		return 0, fmt.Errorf("wgconfig: read device state: %w", err)
