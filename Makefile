@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/mcpmesh
 PKGS    := ./...
 
-.PHONY: all build demo test lint cross fuzz-smoke clean
+.PHONY: all build demo test lint cross fuzz-smoke bench bench-smoke clean
 
 all: build
 
@@ -20,6 +20,17 @@ test: lint cross
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -race -p 1 -timeout 15m ./coordinator/... ./node/... ./identity/... ./mcp/... ./tunnel/... ./test/e2e/
 	$(MAKE) fuzz-smoke
+	$(MAKE) bench-smoke
+
+# Every benchmark of issue 7, written to BENCHMARKS.md (about 10 minutes;
+# the data-plane part needs root).
+bench: build
+	scripts/bench.sh
+
+# The same pipeline with tiny counts, so no benchmark can rot; it writes
+# nothing to the tree.
+bench-smoke:
+	out=$$(mktemp) && BENCH_SMOKE=1 BENCH_OUT=$$out scripts/bench.sh && rm -f $$out
 
 # Userspace mode must build for the laptops agents run on.
 cross:
