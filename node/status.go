@@ -20,9 +20,26 @@ func (n *Node) Status() (*localapi.Status, error) {
 	for _, p := range wg {
 		byKey[p.PublicKey] = p
 	}
+	// The firewall check takes fwMu then n.mu: before n.mu is held here.
+	fw := ""
+	if n.cfg.Firewall != nil {
+		fw = "table inet mcpmesh in place"
+		if err := n.FirewallOK(); err != nil {
+			fw = "NOT as wanted, repairing: " + err.Error()
+		}
+	}
+	dp := "userspace (wireguard-go + gVisor netstack; no interface on the host)"
+	if t, ok := n.tun.(interface {
+		Name() string
+		Engine() string
+	}); ok {
+		dp = fmt.Sprintf("interface %s (%s)", t.Name(), t.Engine())
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := &localapi.Status{
+		DataPlane:     dp,
+		Firewall:      fw,
 		Name:          n.enr.Name,
 		ID:            n.enr.ID,
 		Addresses:     n.tun.Addresses(),

@@ -138,9 +138,13 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 			conn += ": " + st.ControlError
 		}
 	}
-	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        expires %s (in %s)\ncoordinator: %s (%s)\nnetmap:      v%d\n\n",
+	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        expires %s (in %s)\ncoordinator: %s (%s)\nnetmap:      v%d\ndata plane:  %s\n",
 		st.Name, st.ID, joinAddrs(st.Addresses), st.SVIDExpires.Local().Format(time.RFC3339),
-		time.Until(st.SVIDExpires).Round(time.Second), st.Coordinator, conn, st.NetmapVersion)
+		time.Until(st.SVIDExpires).Round(time.Second), st.Coordinator, conn, st.NetmapVersion, st.DataPlane)
+	if st.Firewall != "" {
+		fmt.Fprintf(e.stdout, "firewall:    %s\n", st.Firewall)
+	}
+	fmt.Fprintln(e.stdout)
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tMESH IP\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
 	for _, p := range st.Peers {

@@ -49,6 +49,11 @@ type Status struct {
 	// PolicyVersion is the version of the rules this node enforces for
 	// the services it hosts (0: none, every call denied).
 	PolicyVersion uint64 `json:"policyVersion"`
+	// DataPlane says what carries the mesh's packets on this host.
+	DataPlane string `json:"dataPlane"`
+	// Firewall is the state of the host firewall the node manages, ""
+	// when it manages none (userspace mode, or up --firewall=false).
+	Firewall string `json:"firewall,omitempty"`
 }
 
 // PeerStatus is one peer as this node sees it.

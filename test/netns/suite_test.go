@@ -298,6 +298,9 @@ func TestOnlyTheMeshReachesAServedMCPServer(t *testing.T) {
 		t.Fatalf("serve --lockdown: %v\nstdout: %s\nstderr: %s", err, so, se)
 	}
 	mesh4, mesh6 := l.meshAddrs(l.server, serverState)
+	if st := l.ok(l.server, "status", "--state", serverState); !strings.Contains(st, "data plane:  interface mcpmesh0 (") || !strings.Contains(st, "firewall:    table inet mcpmesh in place") {
+		t.Errorf("the server's status does not show its interface and firewall:\n%s", st)
+	}
 
 	// The exposure audit on the server's host sees the shadow server,
 	// served as ehr and locked down.
