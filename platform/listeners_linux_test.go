@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpmesh/mcpmesh/test/netnstest"
 )
 
 // procNetTCP6Sample is /proc/net/tcp6 of a namespace on x86-64 with
@@ -199,7 +201,7 @@ func TestListListenersFindsThisProcessesSockets(t *testing.T) {
 // namespace sees the listener it opened there and not the process's other
 // listeners, while every other goroutine still sees those.
 func TestListListenersReadsTheCallingThreadsNamespace(t *testing.T) {
-	requireExposureRoot(t)
+	netnstest.RequireRoot(t)
 	outside, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -440,49 +442,25 @@ func startEverything(path string, logw io.Writer) (stop func(), pid int, port ui
 	}
 }
 
-// requireExposureRoot skips without root, except in CI, where the
-// namespace test must run.
-func requireExposureRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("ip"); err != nil {
-			t.Fatalf("network-namespace test needs ip(8): %v", err)
-		}
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("network-namespace test needs root, and CI must run it")
-	}
-	t.Skip("network-namespace test needs root")
-}
-
-// exposureIP runs ip(8) and fails the test on an error.
-func exposureIP(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // TestScanExposureFindsOnlyMCPServersReachableOffTheHost runs the real
 // scan in a namespace with a non-loopback address and proves it reports
 // exactly the MCP servers bound to every interface or to that address,
 // owned by the process that runs them, and not an MCP server on loopback
 // or a web server on every interface.
 func TestScanExposureFindsOnlyMCPServersReachableOffTheHost(t *testing.T) {
-	requireExposureRoot(t)
+	netnstest.RequireRoot(t)
 	ns := fmt.Sprintf("mcpmesh-exp%d", os.Getpid())
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 			t.Logf("ip netns del %s: %v\n%s", ns, err, out)
 		}
 	})
-	exposureIP(t, "netns", "add", ns)
-	exposureIP(t, "-n", ns, "link", "set", "lo", "up")
-	exposureIP(t, "-n", ns, "link", "add", "exp0", "type", "veth", "peer", "name", "exp1")
-	exposureIP(t, "-n", ns, "addr", "add", exposureLANAddr+"/24", "dev", "exp0")
-	exposureIP(t, "-n", ns, "link", "set", "exp0", "up")
-	exposureIP(t, "-n", ns, "link", "set", "exp1", "up")
+	netnstest.IP(t, "netns", "add", ns)
+	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
+	netnstest.IP(t, "-n", ns, "link", "add", "exp0", "type", "veth", "peer", "name", "exp1")
+	netnstest.IP(t, "-n", ns, "addr", "add", exposureLANAddr+"/24", "dev", "exp0")
+	netnstest.IP(t, "-n", ns, "link", "set", "exp0", "up")
+	netnstest.IP(t, "-n", ns, "link", "set", "exp1", "up")
 
 	everything, lookErr := exec.LookPath("mcp-server-everything")
 	if lookErr != nil {

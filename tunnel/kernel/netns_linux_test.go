@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/platform"
+	"github.com/mcpmesh/mcpmesh/test/netnstest"
 	"github.com/mcpmesh/mcpmesh/tunnel"
 )
 
@@ -260,21 +261,6 @@ func startChild(t *testing.T, ns string) *child {
 	return &child{t: t, ns: ns, in: in, out: json.NewDecoder(out)}
 }
 
-// requireRoot skips without root, except in CI, where this suite must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("ip"); err != nil {
-			t.Fatalf("network-namespace test needs ip(8): %v", err)
-		}
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("network-namespace test needs root, and CI must run it")
-	}
-	t.Skip("network-namespace test needs root")
-}
-
 // ip runs ip(8) and fails the test on an error.
 func ip(t *testing.T, args ...string) string {
 	t.Helper()
@@ -331,7 +317,7 @@ func newKeyPair(t *testing.T) (priv, pub tunnel.Key) {
 // not open on the namespace's other address, removing the peer cuts the
 // path, and Close removes the interface.
 func TestTunnelsInTwoNamespacesCarryTCPAndPingAndStopWhenThePeerIsRemoved(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t)
 	nsA, nsB := newNamespaces(t)
 	a, b := startChild(t, nsA), startChild(t, nsB)
 
