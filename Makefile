@@ -52,6 +52,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSigned$$' -fuzztime 50000x ./coordinator/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20000x ./mcp/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMessage$$' -fuzztime 30000x ./mcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzStrictParserMatchesReference$$' -fuzztime 30000x ./mcp/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassifyAnswer$$' -fuzztime 20000x ./platform/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcNetTCP$$' -fuzztime 20000x ./platform/
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"unicode/utf8"
 )
@@ -215,73 +214,16 @@ func decodeStrict(data []byte) (any, error) {
 	if err := checkSurrogates(data); err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := decodeValue(dec, 0)
+	p := strictParser{data: data}
+	v, err := p.value(0)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	p.skipSpace()
+	if p.i != len(data) {
 		return nil, fmt.Errorf("%w: trailing data after the message", errParse)
 	}
 	return v, nil
-}
-
-func decodeValue(dec *json.Decoder, depth int) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("%w: %v", errParse, err)
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return tok, nil // string, json.Number, bool or nil
-	}
-	if depth >= maxDepth {
-		return nil, fmt.Errorf("%w: nested deeper than %d", errParse, maxDepth)
-	}
-	switch d {
-	case '{':
-		obj := map[string]any{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", errParse, err)
-			}
-			k, ok := kt.(string)
-			if !ok {
-				return nil, fmt.Errorf("%w: object key is not a string", errParse)
-			}
-			if _, dup := obj[k]; dup {
-				return nil, fmt.Errorf("%w: duplicate key %q", errParse, k)
-			}
-			v, err := decodeValue(dec, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			obj[k] = v
-		}
-		if _, err := dec.Token(); err != nil {
-			return nil, fmt.Errorf("%w: %v", errParse, err)
-		}
-		return obj, nil
-	case '[':
-		arr := []any{}
-		for dec.More() {
-			v, err := decodeValue(dec, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			arr = append(arr, v)
-		}
-		if _, err := dec.Token(); err != nil {
-			return nil, fmt.Errorf("%w: %v", errParse, err)
-		}
-		return arr, nil
-	}
-	return nil, fmt.Errorf("%w: unexpected %v", errParse, d)
 }
 
 // checkSurrogates rejects \u escapes of lone UTF-16 surrogates, which
