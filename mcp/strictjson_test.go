@@ -132,3 +132,48 @@ func BenchmarkStrictParser(b *testing.B) {
 		}
 	})
 }
+
+// encodeValueReference is the encoder encodeValue replaced.
+func encodeValueReference(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// FuzzEncodeValueMatchesReference: whatever the strict parser accepts is
+// re-encoded byte for byte as encoding/json encodes it (audit digests of
+// arguments depend on that), and re-parses to the same value.
+func FuzzEncodeValueMatchesReference(f *testing.F) {
+	for _, s := range []string{
+		`{"b":1,"a":[true,false,null,"x\u2028y\u0001\t<&>"],"c":{"z":-0.5e3,"":""}}`,
+		`"\ud83d\ude00 \u007f \\ \" \b\f\n\r"`, `[]`, `{}`, `12345678901234567890`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := decodeStrict(data)
+		if err != nil {
+			return
+		}
+		got, want := encodeValue(v), encodeValueReference(v)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: encodeValue %q, encoding/json %q", data, got, want)
+		}
+	})
+}
+
+func TestEncodeValueMatchesReferenceOnOtherStrings(t *testing.T) {
+	for _, s := range []string{"\xff", "a\xc3", "\u2028\u2029", "\x00\x1f\x7f", "é€😀"} {
+		if got, want := encodeValue(s), encodeValueReference(s); !bytes.Equal(got, want) {
+			t.Errorf("%q: encodeValue %q, encoding/json %q", s, got, want)
+		}
+	}
+	v := map[string]any{"code": -32001, "n": 1.5, "list": []string{"a"}}
+	if got, want := encodeValue(v), encodeValueReference(v); !bytes.Equal(got, want) {
+		t.Errorf("fallback types: encodeValue %q, encoding/json %q", got, want)
+	}
+}
