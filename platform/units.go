@@ -299,7 +299,10 @@ func LaunchdPlist(s ServiceSpec) (string, error) {
 	<key>RunAtLoad</key>
 	<true/>
 	<key>KeepAlive</key>
-	<true/>
+	<dict>
+		<key>SuccessfulExit</key>
+		<false/>
+	</dict>
 	<key>StandardOutPath</key>
 	<string>` + LaunchdLogPath + `</string>
 	<key>StandardErrorPath</key>

@@ -194,7 +194,7 @@ type plist struct {
 	Label             string
 	ProgramArguments  []string
 	RunAtLoad         bool
-	KeepAlive         bool
+	RestartOnFailure  bool // KeepAlive { SuccessfulExit = false }
 	StandardOutPath   string
 	StandardErrorPath string
 }
@@ -246,12 +246,12 @@ func parsePlist(t *testing.T, doc string) plist {
 			}
 		}
 	}
-	if dicts != 1 {
-		t.Fatalf("plist has %d dicts, want 1", dicts)
+	if dicts != 2 {
+		t.Fatalf("plist has %d dicts, want 2 (the job and its KeepAlive)", dicts)
 	}
 	p.Label = values["Label"]
 	p.RunAtLoad = values["RunAtLoad"] == "true"
-	p.KeepAlive = values["KeepAlive"] == "true"
+	p.RestartOnFailure = values["SuccessfulExit"] == "false"
 	p.StandardOutPath = values["StandardOutPath"]
 	p.StandardErrorPath = values["StandardErrorPath"]
 	return p
@@ -278,7 +278,7 @@ func TestLaunchdPlistParsesAndRoundTripsProgramArguments(t *testing.T) {
 		Label:             "dev.mcpmesh.node",
 		ProgramArguments:  append([]string{s.Binary}, s.Args...),
 		RunAtLoad:         true,
-		KeepAlive:         true,
+		RestartOnFailure:  true,
 		StandardOutPath:   "/var/log/mcpmesh.log",
 		StandardErrorPath: "/var/log/mcpmesh.log",
 	}
