@@ -1,10 +1,8 @@
 package wgconfig
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"net/netip"
@@ -209,11 +207,7 @@ func (ps *Peers) Status() ([]tunnel.PeerStatus, error) {
 	if closed {
 		return nil, errClosed("peers")
 	}
-	get, err := ps.dev.IpcGet()
-	if err != nil {
-		return nil, fmt.Errorf("wgconfig: read device state: %w", err)
-	}
-	st, err := parsePeerStatus(get)
+	st, err := ps.readStatus()
 	if err != nil {
 		return nil, err
 	}
@@ -224,11 +218,7 @@ func (ps *Peers) Status() ([]tunnel.PeerStatus, error) {
 // devicePeerKeys lists the peers the device holds, as a peer map without
 // configuration, for resynchronising after a failed IpcSet.
 func (ps *Peers) devicePeerKeys() (map[tunnel.Key]tunnel.Peer, error) {
-	get, err := ps.dev.IpcGet()
-	if err != nil {
-		return nil, fmt.Errorf("wgconfig: read device state: %w", err)
-	}
-	st, err := parsePeerStatus(get)
+	st, err := ps.readStatus()
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +227,15 @@ func (ps *Peers) devicePeerKeys() (map[tunnel.Key]tunnel.Peer, error) {
 		m[s.PublicKey] = tunnel.Peer{PublicKey: s.PublicKey}
 	}
 	return m, nil
+}
+
+// readStatus reads the device's peers through its UAPI.
+func (ps *Peers) readStatus() ([]tunnel.PeerStatus, error) {
+	get, err := ps.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("wgconfig: read device state: %w", err)
+	}
+	return parsePeerStatus(get)
 }
 
 // parsePeerStatus parses the peer sections of a UAPI "get" response. Keys it
@@ -256,29 +255,18 @@ func parsePeerStatus(get string) ([]tunnel.PeerStatus, error) {
 		}
 		out = append(out, *cur)
 	}
-	sc := bufio.NewScanner(strings.NewReader(get))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		key, val, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("wgconfig: device state line %q has no '='", line)
-		}
+	err := uapiLines(get, func(key, val string) error {
 		if key == "public_key" {
 			flush()
-			var k tunnel.Key
-			b, err := hex.DecodeString(val)
-			if err != nil || len(b) != len(k) {
-				return nil, fmt.Errorf("wgconfig: device reports bad public_key %q", val)
+			k, err := parseHexKey(val)
+			if err != nil {
+				return fmt.Errorf("wgconfig: device reports bad public_key %q", val)
 			}
-			copy(k[:], b)
 			cur, sec, nse = &tunnel.PeerStatus{PublicKey: k}, 0, 0
-			continue
+			return nil
 		}
 		if cur == nil {
-			continue // device-level line
+			return nil // device-level line
 		}
 		var err error
 		switch key {
@@ -294,11 +282,12 @@ func parsePeerStatus(get string) ([]tunnel.PeerStatus, error) {
 			cur.TxBytes, err = strconv.ParseUint(val, 10, 64)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("wgconfig: device reports %s=%q for peer %s: %w", key, val, cur.PublicKey, err)
+			return fmt.Errorf("wgconfig: device reports %s=%q for peer %s: %w", key, val, cur.PublicKey, err)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("wgconfig: read device state: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	flush()
 	return out, nil

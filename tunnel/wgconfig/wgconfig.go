@@ -13,6 +13,7 @@ package wgconfig
 
 import (
 	"crypto/ecdh"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,4 +89,35 @@ func NewLogger(l *slog.Logger) *device.Logger {
 		}
 	}
 	return &device.Logger{Verbosef: logf("verbose"), Errorf: logf("error")}
+}
+
+// uapiLines calls fn with the key and value of each line of a UAPI text,
+// skipping blank lines; a line without '=' is an error. Both directions
+// use it: reading a device's state, and translating UAPI for wgctrl.
+func uapiLines(text string, fn func(key, val string) error) error {
+	for line := range strings.Lines(text) {
+		line = strings.TrimSuffix(line, "\n")
+		if line == "" {
+			continue
+		}
+		key, val, ok := strings.Cut(line, "=")
+		if !ok {
+			return fmt.Errorf("wgconfig: UAPI line %q has no '='", line)
+		}
+		if err := fn(key, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseHexKey parses a key as UAPI writes it: 32 bytes in hex.
+func parseHexKey(s string) (tunnel.Key, error) {
+	var k tunnel.Key
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(k) {
+		return k, fmt.Errorf("not a %d-byte hex key", len(k))
+	}
+	copy(k[:], b)
+	return k, nil
 }

@@ -1,7 +1,6 @@
 package wgconfig
 
 import (
-	"bufio"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -81,18 +80,9 @@ func parseUAPISet(uapi string) (wgtypes.Config, error) {
 			peer = nil
 		}
 	}
-	sc := bufio.NewScanner(strings.NewReader(uapi))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		key, val, ok := strings.Cut(line, "=")
-		if !ok {
-			return cfg, fmt.Errorf("wgconfig: UAPI line %q has no '='", line)
-		}
-		bad := func(err error) (wgtypes.Config, error) {
-			return cfg, fmt.Errorf("wgconfig: UAPI %s=%q: %w", key, val, err)
+	err := uapiLines(uapi, func(key, val string) error {
+		bad := func(err error) error {
+			return fmt.Errorf("wgconfig: UAPI %s=%q: %w", key, val, err)
 		}
 		if key == "public_key" {
 			flush()
@@ -100,8 +90,8 @@ func parseUAPISet(uapi string) (wgtypes.Config, error) {
 			if err != nil {
 				return bad(err)
 			}
-			peer = &wgtypes.PeerConfig{PublicKey: k}
-			continue
+			peer = &wgtypes.PeerConfig{PublicKey: wgtypes.Key(k)}
+			return nil
 		}
 		if peer == nil {
 			switch key {
@@ -110,7 +100,8 @@ func parseUAPISet(uapi string) (wgtypes.Config, error) {
 				if err != nil {
 					return bad(err)
 				}
-				cfg.PrivateKey = &k
+				pk := wgtypes.Key(k)
+				cfg.PrivateKey = &pk
 			case "listen_port":
 				p, err := strconv.ParseUint(val, 10, 16)
 				if err != nil {
@@ -121,9 +112,9 @@ func parseUAPISet(uapi string) (wgtypes.Config, error) {
 			case "replace_peers":
 				cfg.ReplacePeers = val == "true"
 			default:
-				return cfg, fmt.Errorf("wgconfig: UAPI device key %q is not supported over wgctrl", key)
+				return fmt.Errorf("wgconfig: UAPI device key %q is not supported over wgctrl", key)
 			}
-			continue
+			return nil
 		}
 		switch key {
 		case "remove":
@@ -152,21 +143,15 @@ func parseUAPISet(uapi string) (wgtypes.Config, error) {
 			d := time.Duration(s) * time.Second
 			peer.PersistentKeepaliveInterval = &d
 		default:
-			return cfg, fmt.Errorf("wgconfig: UAPI peer key %q is not supported over wgctrl", key)
+			return fmt.Errorf("wgconfig: UAPI peer key %q is not supported over wgctrl", key)
 		}
+		return nil
+	})
+	if err != nil {
+		return cfg, err
 	}
 	flush()
-	return cfg, sc.Err()
-}
-
-func parseHexKey(s string) (wgtypes.Key, error) {
-	var k wgtypes.Key
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(k) {
-		return k, fmt.Errorf("not a %d-byte hex key", len(k))
-	}
-	copy(k[:], b)
-	return k, nil
+	return cfg, nil
 }
 
 // formatUAPIGet renders what parsePeerStatus and ListenPort read.
