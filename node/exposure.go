@@ -43,9 +43,7 @@ func (n *Node) scanExposure(ctx context.Context) api.ExposureReport {
 	if err != nil {
 		rep.Error = err.Error()
 	}
-	n.mu.Lock()
-	served := slices.Clone(n.mu.served)
-	n.mu.Unlock()
+	served := n.servedNow()
 	firewallOK := n.cfg.Firewall != nil && n.FirewallOK() == nil
 	for _, e := range found {
 		f := api.ExposureFinding{
@@ -77,15 +75,8 @@ func (n *Node) scanExposure(ctx context.Context) api.ExposureReport {
 // runExposureScans reports an exposure scan every interval until ctx ends,
 // the first one interval after start, so `audit exposure --all` stays
 // current without anyone running the command on each host.
-func (n *Node) runExposureScans(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+func (n *Node) runExposureScans(ctx context.Context, period time.Duration) {
+	every(ctx, period, func() {
 		res, _ := n.ScanExposure(ctx)
 		exposed := 0
 		for _, f := range res.Report.Findings {
@@ -99,5 +90,5 @@ func (n *Node) runExposureScans(ctx context.Context, every time.Duration) {
 		if res.ReportError != "" {
 			n.log.Warn("exposure report not sent", "err", res.ReportError)
 		}
-	}
+	})
 }

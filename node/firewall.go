@@ -105,19 +105,9 @@ func (n *Node) applyFirewall(served []localapi.ServeRequest) error {
 // runFirewallCheck repairs the host firewall when its rules drift from what
 // the node wants, until ctx ends.
 func (n *Node) runFirewallCheck(ctx context.Context) {
-	t := time.NewTicker(FirewallCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, FirewallCheckEvery, func() {
 		n.fwMu.Lock()
-		n.mu.Lock()
-		served := append([]localapi.ServeRequest(nil), n.mu.served...)
-		n.mu.Unlock()
-		r, err := n.firewallRules(served)
+		r, err := n.firewallRules(n.servedNow())
 		if err == nil {
 			if drift := n.cfg.Firewall.Check(r); drift != nil {
 				n.log.Warn("host firewall changed outside mcpmesh; repairing", "drift", drift)
@@ -127,6 +117,21 @@ func (n *Node) runFirewallCheck(ctx context.Context) {
 		n.fwMu.Unlock()
 		if err != nil {
 			n.log.Error("host firewall not repaired", "err", err)
+		}
+	})
+}
+
+// every calls fn each period until ctx ends, the first time one period
+// after the start.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }
@@ -139,10 +144,7 @@ func (n *Node) FirewallOK() error {
 	}
 	n.fwMu.Lock()
 	defer n.fwMu.Unlock()
-	n.mu.Lock()
-	served := append([]localapi.ServeRequest(nil), n.mu.served...)
-	n.mu.Unlock()
-	r, err := n.firewallRules(served)
+	r, err := n.firewallRules(n.servedNow())
 	if err != nil {
 		return err
 	}

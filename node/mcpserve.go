@@ -117,10 +117,8 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	// cannot put the old rules back.
 	n.fwMu.Lock()
 	defer n.fwMu.Unlock()
-	n.mu.Lock()
-	next := slices.DeleteFunc(slices.Clone(n.mu.served), func(s localapi.ServeRequest) bool { return s.Name == req.Name })
+	next := slices.DeleteFunc(n.servedNow(), func(s localapi.ServeRequest) bool { return s.Name == req.Name })
 	next = append(next, req)
-	n.mu.Unlock()
 	// Locking the port down comes before the service is reachable, so it
 	// is never served while the shadow port is still open.
 	if err := n.applyFirewall(next); err != nil {
@@ -132,10 +130,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	}
 	if err != nil {
 		n.stopStdio(req.Name)
-		n.mu.Lock()
-		current := slices.Clone(n.mu.served)
-		n.mu.Unlock()
-		if ferr := n.applyFirewall(current); ferr != nil {
+		if ferr := n.applyFirewall(n.servedNow()); ferr != nil {
 			n.log.Error("host firewall not restored", "err", ferr)
 		}
 		return nil, err
@@ -179,10 +174,7 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 	// The lockdown is lifted only after the proxy stopped serving the
 	// service.
 	n.fwMu.Lock()
-	n.mu.Lock()
-	current := slices.Clone(n.mu.served)
-	n.mu.Unlock()
-	ferr := n.applyFirewall(current)
+	ferr := n.applyFirewall(n.servedNow())
 	n.fwMu.Unlock()
 	if ferr != nil {
 		return ferr
@@ -229,6 +221,13 @@ func (n *Node) stopAllStdio() {
 	for _, srv := range all {
 		srv.Close()
 	}
+}
+
+// servedNow is a copy of the services this node serves.
+func (n *Node) servedNow() []localapi.ServeRequest {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.mu.served)
 }
 
 func servedSpecs(served []localapi.ServeRequest) []api.ServiceSpec {

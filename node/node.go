@@ -185,9 +185,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.runFirewallCheck(runCtx) }()
 	}
-	if every := n.cfg.ExposureScanEvery; every > 0 {
+	if period := n.cfg.ExposureScanEvery; period > 0 {
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.runExposureScans(runCtx, every) }()
+		go func() { defer n.wg.Done(); n.runExposureScans(runCtx, period) }()
 	}
 	return n, nil
 }
