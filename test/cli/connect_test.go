@@ -11,6 +11,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
 // TestConnectIsAnMCPServerForDesktopClients does what Claude Desktop or
@@ -19,13 +21,7 @@ import (
 // node, the mesh, a serving node whose `mcpmesh serve --stdio` runs
 // @modelcontextprotocol/server-everything from npm, and the policy.
 func TestConnectIsAnMCPServerForDesktopClients(t *testing.T) {
-	everything, err := exec.LookPath("mcp-server-everything")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("mcp-server-everything is not installed; .ci/run installs it with npm")
-		}
-		t.Skip("mcp-server-everything not installed")
-	}
+	everything := meshtest.EverythingBin(t)
 	c, dir := newCoordinator(t)
 	url := "https://" + readURL(t, dir)
 	srvState, agentState := filepath.Join(dir, "srv"), filepath.Join(dir, "agent")

@@ -18,20 +18,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
-// everythingBin finds @modelcontextprotocol/server-everything, which
-// .ci/run installs; CI must not skip these tests.
-func everythingBin(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("mcp-server-everything")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("mcp-server-everything is not installed; .ci/run installs it with npm")
-		}
-		t.Skip("mcp-server-everything not installed (npm install -g @modelcontextprotocol/server-everything)")
-	}
-	return p
-}
-
 const everythingPolicy = `{
   "groups": { "group:agents": ["node:agent"] },
   "grants": [
@@ -90,7 +76,7 @@ func startEverythingHTTP(t *testing.T, bin string) string {
 }
 
 func TestServerEverythingFromNPMThroughTheMesh(t *testing.T) {
-	bin := everythingBin(t)
+	bin := meshtest.EverythingBin(t)
 	for _, mode := range []string{"http", "stdio"} {
 		t.Run(mode, func(t *testing.T) {
 			m := meshtest.New(t, meshtest.Options{})

@@ -87,7 +87,7 @@ func (r *rawMCP) call(id int, method string, params any) map[string]any {
 // proxy can be followed by its creator and by nobody else, even a node with
 // the same grant, and tasks/list shows each caller only its own.
 func TestTasksBelongToTheIdentityThatCreatedThem(t *testing.T) {
-	bin := everythingBin(t)
+	bin := meshtest.EverythingBin(t)
 	m := meshtest.New(t, meshtest.Options{})
 	srv := m.AddNode("tools-server")
 	if _, err := srv.Serve(context.Background(), localapi.ServeRequest{Name: "everything", Upstream: startEverythingHTTP(t, bin)}); err != nil {

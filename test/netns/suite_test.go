@@ -26,6 +26,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
 	"github.com/mcpmesh/mcpmesh/test/netnstest"
 )
 
@@ -227,20 +228,6 @@ func initialize(ns *netnstest.NS, url string, timeout time.Duration) (string, er
 	return string(b), nil
 }
 
-// everything finds @modelcontextprotocol/server-everything (.ci/run
-// installs it).
-func everything(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("mcp-server-everything")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("mcp-server-everything is not installed; .ci/run installs it with npm")
-		}
-		t.Skip("mcp-server-everything not installed (npm install -g @modelcontextprotocol/server-everything)")
-	}
-	return p
-}
-
 const policy = `{
   "grants": [
     { "src": ["node:agent", "node:laptop"], "dst": ["svc:ehr"], "tools": ["echo"] },
@@ -259,7 +246,7 @@ const policy = `{
 // the LAN; an enrolled node without a grant gets nowhere; killing the
 // coordinator breaks no established call; revoking the agent cuts it off.
 func TestOnlyTheMeshReachesAServedMCPServer(t *testing.T) {
-	everythingBin := everything(t)
+	everythingBin := meshtest.EverythingBin(t)
 	l := newLab(t)
 
 	// The control plane.
