@@ -32,22 +32,7 @@ import (
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mcpmesh-netns-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "mcpmesh")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/mcpmesh/mcpmesh/cmd/mcpmesh").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(meshtest.RunWithBinary(m, &bin)) }
 
 const (
 	coordAddr    = "10.97.0.1:7443"
