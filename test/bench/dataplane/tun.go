@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -75,17 +73,11 @@ func cmdTun(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	t, err := kernel.New(tunnel.Config{
 		PrivateKey: priv,
 		Addresses:  []netip.Addr{a},

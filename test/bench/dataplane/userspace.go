@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -93,17 +91,11 @@ func cmdUserspace(args []string) error {
 	if _, err := rtt(ctx, dial, 1, lf.size, 15*time.Second); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	for _, n := range streams {
 		r, err := bulk(ctx, dial, n, lf.bytes, lf.duration)
 		if err != nil {
