@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,12 +90,14 @@ func measure(b *testing.B, direct, proxied string, run runner) {
 	// a shared machine (other load, GC state) falls on both sides alike.
 	const rounds = 4
 	var dl, pl []time.Duration
-	var de, pe time.Duration
+	var de, pe, dc, pc time.Duration
 	for range rounds {
+		c0 := cpuTime(b)
 		l, e := must(run(direct, benchSessions, b.N/rounds))
-		dl, de = append(dl, l...), de+e
+		c1 := cpuTime(b)
+		dl, de, dc = append(dl, l...), de+e, dc+c1-c0
 		l, e = must(run(proxied, benchSessions, b.N/rounds))
-		pl, pe = append(pl, l...), pe+e
+		pl, pe, pc = append(pl, l...), pe+e, pc+cpuTime(b)-c1
 	}
 	slices.Sort(dl)
 	slices.Sort(pl)
@@ -113,7 +116,20 @@ func measure(b *testing.B, direct, proxied string, run runner) {
 	b.ReportMetric(dRate, "direct-calls/s")
 	b.ReportMetric(pRate, "proxy-calls/s")
 	b.ReportMetric(pRate/dRate, "throughput-ratio")
+	b.ReportMetric(float64(dc.Microseconds())/float64(len(dl)), "direct-cpu-µs/call")
+	b.ReportMetric(float64(pc.Microseconds())/float64(len(pl)), "proxy-cpu-µs/call")
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
+}
+
+// cpuTime is the CPU time (user and system) this process has used, so
+// far: on two shared cores the throughput ratio follows the CPU a call
+// costs, and this shows where a ratio comes from.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // sessionPool keeps up to benchSessions SDK client sessions per endpoint.

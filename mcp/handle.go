@@ -114,13 +114,9 @@ func (x *exchange) stream() {
 		x.refuse(http.StatusBadRequest, "mcp: "+x.r.Method+" needs an "+hdrSession+" header", x.r.Method)
 		return
 	}
-	req, err := http.NewRequestWithContext(x.r.Context(), x.r.Method, x.d.svc.upstream.String(), nil)
-	if err != nil {
-		writeRPCError(x.w, http.StatusInternalServerError, nil, codeInternal, "mcp: "+err.Error())
-		return
-	}
+	req := x.upstreamRequest(x.r.Method, nil)
 	copyHeaders(req.Header, x.r.Header, "Accept", hdrSession, hdrVersion, hdrLastEvent)
-	resp, err := x.p.client.Do(req)
+	resp, err := x.p.rt.RoundTrip(req)
 	v := verdict{allow: true, reason: "session owner"}
 	if err != nil {
 		v.reason = "session owner; upstream unreachable: " + err.Error()
@@ -153,7 +149,7 @@ func (x *exchange) post() {
 	}
 	_ = http.NewResponseController(x.w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	max := x.p.cfg.MaxMessageBytes
-	body, err := io.ReadAll(io.LimitReader(x.r.Body, max+1))
+	body, err := readAllSized(x.r.Body, x.r.ContentLength, max)
 	_ = http.NewResponseController(x.w).SetReadDeadline(time.Time{})
 	if err != nil {
 		x.badMessage(http.StatusBadRequest, codeParse, "mcp: reading request body: "+err.Error())
@@ -215,21 +211,24 @@ func (x *exchange) post() {
 	}
 
 	// Remember list requests, to filter their answers wherever they arrive.
-	lists := map[string]string{}
+	var lists map[string]string
+	remember := func(m *message, method string) {
+		if lists == nil {
+			lists = map[string]string{}
+		}
+		lists[idKey(m.id)] = method
+		if x.sess != nil {
+			x.sess.remember(m.id, method)
+		}
+	}
 	for _, m := range allowed {
 		if m.kind == kindCall && m.method == "tools/call" && m.params["task"] != nil {
 			// A task-augmented call: its answer names a task, recorded as
 			// the caller's so tasks/* can be decided.
-			lists[idKey(m.id)] = methodTaskCall
-			if x.sess != nil {
-				x.sess.remember(m.id, methodTaskCall)
-			}
+			remember(m, methodTaskCall)
 		}
 		if m.kind == kindCall && listMethods[m.method] {
-			lists[idKey(m.id)] = m.method
-			if x.sess != nil {
-				x.sess.remember(m.id, m.method)
-			}
+			remember(m, m.method)
 		}
 	}
 
@@ -239,11 +238,7 @@ func (x *exchange) post() {
 	} else {
 		out = allowed[0].encode()
 	}
-	req, err := http.NewRequestWithContext(x.r.Context(), http.MethodPost, x.d.svc.upstream.String(), bytes.NewReader(out))
-	if err != nil {
-		writeRPCError(x.w, http.StatusInternalServerError, nil, codeInternal, "mcp: "+err.Error())
-		return
-	}
+	req := x.upstreamRequest(http.MethodPost, out)
 	req.Header.Set("Content-Type", "application/json")
 	copyHeaders(req.Header, x.r.Header, "Accept", hdrSession, hdrVersion)
 	if version >= versionStateless && !batch && allowed[0].kind != kindResponse {
@@ -258,7 +253,7 @@ func (x *exchange) post() {
 			}
 		}
 	}
-	resp, err := x.p.client.Do(req)
+	resp, err := x.p.rt.RoundTrip(req)
 	if err != nil {
 		for i, m := range msgs {
 			if verdicts[i].allow {
@@ -282,6 +277,47 @@ func (x *exchange) post() {
 		return
 	}
 	x.relay(resp, lists, denials)
+}
+
+// upstreamRequest is a request to the service's upstream on behalf of
+// this exchange (cancelled with it). It is built directly rather than by
+// http.NewRequest, which would parse the upstream's URL again per call.
+func (x *exchange) upstreamRequest(method string, body []byte) *http.Request {
+	u := x.d.svc.upstream
+	req := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header, 8),
+		Host:       u.Host,
+	}
+	if body != nil {
+		req.ContentLength = int64(len(body))
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return req.WithContext(x.r.Context())
+}
+
+// readAllSized reads a body of at most max bytes, returning max+1 bytes
+// when there are more. A declared length sizes the buffer once.
+func readAllSized(r io.Reader, declared, max int64) ([]byte, error) {
+	if declared < 0 || declared > max {
+		return io.ReadAll(io.LimitReader(r, max+1))
+	}
+	buf := make([]byte, declared, declared+1)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	// An HTTP body ends at its declared length; anything else reads on to
+	// the limit, as without a declared length.
+	rest, err := io.ReadAll(io.LimitReader(r, max+1-declared))
+	if err != nil {
+		return nil, err
+	}
+	return append(buf, rest...), nil
 }
 
 // bindSession records a session id the upstream issued as the caller's, and

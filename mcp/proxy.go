@@ -59,9 +59,11 @@ type Config struct {
 	// MaxMessageBytes bounds a request body (default DefaultMaxMessageBytes).
 	// A larger body gets a JSON-RPC error and is never forwarded.
 	MaxMessageBytes int64
-	// HTTPClient reaches the upstreams. The default has no overall timeout
-	// (SSE streams are long-lived) and ignores proxy environment variables.
-	HTTPClient *http.Client
+	// Upstream sends requests to the upstreams. The default is the
+	// proxy's own loopback HTTP/1.1 client (see upstreamTransport): no
+	// overall timeout (SSE streams are long-lived), no proxy from the
+	// environment, no redirects followed.
+	Upstream http.RoundTripper
 }
 
 // Proxy is the MCP-aware L7 proxy for a node's mesh-only services. Its
@@ -69,8 +71,8 @@ type Config struct {
 type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
-	client *http.Client
-	ownsTr *http.Transport // the default client's transport, closed by Close
+	rt     http.RoundTripper
+	ownsTr *upstreamTransport // the default transport, closed by Close
 
 	mu       sync.Mutex
 	services map[string]*service
@@ -238,22 +240,10 @@ func New(cfg Config) *Proxy {
 	if p.cfg.MaxMessageBytes <= 0 {
 		p.cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	p.client = cfg.HTTPClient
-	if p.client == nil {
-		p.ownsTr = &http.Transport{
-			Proxy:                 nil, // upstreams are on loopback; never via a proxy
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          512,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-		}
-		p.client = &http.Client{
-			Transport: p.ownsTr,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse // never follow an upstream elsewhere
-			},
-		}
+	p.rt = cfg.Upstream
+	if p.rt == nil {
+		p.ownsTr = newUpstreamTransport()
+		p.rt = p.ownsTr
 	}
 	return p
 }
@@ -350,7 +340,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 }
 
 // Close stops every Serve (closing their listeners and connections, SSE
-// streams included) and the idle upstream connections of the default client.
+// streams included) and the upstream connections of the default transport.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
@@ -366,7 +356,7 @@ func (p *Proxy) Close() error {
 		}
 	}
 	if p.ownsTr != nil {
-		p.ownsTr.CloseIdleConnections()
+		p.ownsTr.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("mcp: close: %w", err)

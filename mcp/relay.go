@@ -65,7 +65,7 @@ func (x *exchange) relay(resp *http.Response, lists map[string]string, denials [
 		_ = http.NewResponseController(x.w).Flush()
 		x.relaySSE(resp.Body, lists, denials)
 	case "application/json":
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody+1))
+		body, err := readAllSized(resp.Body, resp.ContentLength, maxUpstreamBody)
 		if err != nil || len(body) > maxUpstreamBody {
 			h.Del("Content-Type")
 			writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream answer unreadable or too large")

@@ -1,0 +1,292 @@
+package mcp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer is a real net/http server on loopback that counts the
+// connections it accepted.
+type countingServer struct {
+	url   string
+	conns atomic.Int32
+	srv   *http.Server
+}
+
+func newCountingServer(t *testing.T, h http.Handler, tune func(*http.Server)) *countingServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingServer{url: "http://" + ln.Addr().String() + "/mcp"}
+	cs.srv = &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			cs.conns.Add(1)
+		}
+	}}
+	if tune != nil {
+		tune(cs.srv)
+	}
+	go cs.srv.Serve(ln)
+	t.Cleanup(func() { cs.srv.Close() })
+	return cs
+}
+
+func newTestTransport(t *testing.T) *upstreamTransport {
+	tr := newUpstreamTransport()
+	t.Cleanup(tr.Close)
+	return tr
+}
+
+// post sends body and returns the answer's body, read to its end.
+func post(t *testing.T, tr *upstreamTransport, url, body string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("POST %q: %v", body, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("POST %q: reading answer: %v", body, err)
+	}
+	return string(b)
+}
+
+func echoHandler(chunked bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("got:"))
+		if chunked {
+			w.(http.Flusher).Flush() // forces chunked encoding
+		}
+		w.Write(b)
+	}
+}
+
+func TestUpstreamTransportKeepsOneConnection(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			s := newCountingServer(t, echoHandler(chunked), nil)
+			tr := newTestTransport(t)
+			for i := range 50 {
+				want := fmt.Sprintf("got:%d", i)
+				if got := post(t, tr, s.url, fmt.Sprint(i)); got != want {
+					t.Fatalf("answer %d = %q, want %q", i, got, want)
+				}
+			}
+			if n := s.conns.Load(); n != 1 {
+				t.Errorf("50 calls one after another used %d connections, want 1", n)
+			}
+		})
+	}
+}
+
+// An upstream may close a kept-alive connection at any time after an
+// answer (idle timeout, restart). The next call, even a POST that must
+// never be sent twice, goes out on a new connection rather than failing.
+func TestUpstreamTransportSkipsConnectionsTheUpstreamClosed(t *testing.T) {
+	t.Run("idle timeout", func(t *testing.T) {
+		s := newCountingServer(t, echoHandler(false), func(s *http.Server) { s.IdleTimeout = 30 * time.Millisecond })
+		tr := newTestTransport(t)
+		post(t, tr, s.url, "a")
+		time.Sleep(200 * time.Millisecond) // the server closes the idle connection
+		if got := post(t, tr, s.url, "b"); got != "got:b" {
+			t.Fatalf("after idle close: %q", got)
+		}
+		if n := s.conns.Load(); n != 2 {
+			t.Errorf("connections = %d, want 2", n)
+		}
+	})
+	t.Run("closed right after the answer", func(t *testing.T) {
+		// A raw server that answers once per connection and hangs up
+		// without saying so.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var conns atomic.Int32
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer c.Close()
+					req, err := http.ReadRequest(bufio.NewReader(c))
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(req.Body)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+				}()
+			}
+		}()
+		tr := newTestTransport(t)
+		url := "http://" + ln.Addr().String() + "/mcp"
+		for i := range 20 {
+			want := fmt.Sprint(i)
+			if got := post(t, tr, url, want); got != want {
+				t.Fatalf("call %d = %q", i, got)
+			}
+			time.Sleep(5 * time.Millisecond) // let the close arrive
+		}
+		if n := conns.Load(); n != 20 {
+			t.Errorf("connections = %d, want 20 (one per answer)", n)
+		}
+	})
+}
+
+func TestUpstreamTransportHonoursConnectionClose(t *testing.T) {
+	s := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		echoHandler(false)(w, r)
+	}), nil)
+	tr := newTestTransport(t)
+	for i := range 3 {
+		if got, want := post(t, tr, s.url, fmt.Sprint(i)), fmt.Sprintf("got:%d", i); got != want {
+			t.Fatalf("%q, want %q", got, want)
+		}
+	}
+	if n := s.conns.Load(); n != 3 {
+		t.Errorf("connections = %d, want 3", n)
+	}
+}
+
+func TestUpstreamTransportSkipsEarlyHints(t *testing.T) {
+	s := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		echoHandler(false)(w, r)
+	}), nil)
+	tr := newTestTransport(t)
+	if got := post(t, tr, s.url, "x"); got != "got:x" {
+		t.Fatalf("answer = %q", got)
+	}
+}
+
+// An event stream that never ends: closing its body, or cancelling the
+// request, must end it at once and never hand its connection to another
+// call.
+func TestUpstreamTransportEndsStreams(t *testing.T) {
+	gone := make(chan struct{}, 4)
+	s := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			echoHandler(false)(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("data: first\n\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		gone <- struct{}{}
+	}), nil)
+	tr := newTestTransport(t)
+	for _, how := range []string{"close", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			if err != nil || line != "data: first\n" {
+				t.Fatalf("first event: %q %v", line, err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(io.Discard, resp.Body)
+				done <- err
+			}()
+			if how == "close" {
+				resp.Body.Close()
+			} else {
+				cancel()
+			}
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Error("the stream ended cleanly; want an error")
+				}
+				if how == "cancel" && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
+					t.Errorf("after cancel: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("reading the stream did not end")
+			}
+			select {
+			case <-gone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream never saw the stream end")
+			}
+			before := s.conns.Load()
+			if got := post(t, tr, s.url, "after"); got != "got:after" {
+				t.Fatalf("call after the stream: %q", got)
+			}
+			if s.conns.Load() != before+1 {
+				t.Error("the stream's connection was reused")
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestUpstreamTransportRefusesAfterClose(t *testing.T) {
+	s := newCountingServer(t, echoHandler(false), nil)
+	tr := newUpstreamTransport()
+	post(t, tr, s.url, "a")
+	tr.Close()
+	req, _ := http.NewRequest(http.MethodPost, s.url, bytes.NewReader([]byte("b")))
+	if _, err := tr.RoundTrip(req); !errors.Is(err, errTransportClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestReadAllSized(t *testing.T) {
+	for _, c := range []struct {
+		body     string
+		declared int64
+		max      int64
+		want     string
+	}{
+		{"hello", 5, 10, "hello"},
+		{"hello", -1, 10, "hello"},
+		{"hello", 5, 3, "hell"},        // too large: max+1 bytes say so
+		{"hello", 2, 10, "hello"},      // more than declared: read on
+		{"hello world", 2, 4, "hello"}, // ... to the limit
+		{"", 0, 10, ""},
+	} {
+		got, err := readAllSized(strings.NewReader(c.body), c.declared, c.max)
+		if err != nil || string(got) != c.want {
+			t.Errorf("readAllSized(%q, %d, %d) = %q, %v; want %q", c.body, c.declared, c.max, got, err, c.want)
+		}
+	}
+	if _, err := readAllSized(strings.NewReader("abc"), 5, 10); err == nil {
+		t.Error("a body shorter than declared read without error")
+	}
+}
