@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,8 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,25 +23,40 @@ import (
 
 const benchSessions = 64
 
-// loadEnv makes the test binary a load process: the upstream MCP server
-// and the SDK clients of the benchmark, in a process of their own.
-const loadEnv = "MCPMESH_MCP_BENCH_LOAD"
+// roleEnv makes the test binary one of the benchmark's other processes:
+// "upstream" serves the MCP server, "clients" runs the SDK client sessions.
+const roleEnv = "MCPMESH_MCP_BENCH_ROLE"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(loadEnv) == "1" {
-		if err := runLoad(os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "load process:", err)
+	switch os.Getenv(roleEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "upstream":
+		if err := runUpstream(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "upstream process:", err)
 			os.Exit(1)
 		}
-		os.Exit(0)
+	case "clients":
+		if err := runClients(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "clients process:", err)
+			os.Exit(1)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown", roleEnv)
+		os.Exit(2)
 	}
-	os.Exit(m.Run())
+	os.Exit(0)
 }
 
 // runner runs calls tools/call echo calls spread over the first sessions
 // sessions connected to endpoint and returns their latencies (sorted) and
 // the wall time of the whole round.
 type runner func(endpoint string, sessions, calls int) ([]time.Duration, time.Duration, error)
+
+// cpuClock returns the CPU time used so far by every process of a
+// benchmark: on two shared cores the throughput ratio follows the CPU a
+// call costs, and this shows where a ratio comes from.
+type cpuClock func() time.Duration
 
 // BenchmarkToolsCall measures tools/call through the proxy against direct
 // calls to the same upstream in the same run, with the upstream, the proxy
@@ -53,23 +70,30 @@ func BenchmarkToolsCall(b *testing.B) {
 	r := newRig(b, &sdk.StreamableHTTPOptions{JSONResponse: true})
 	ss := newSessionPool(httpFrom(b, "127.0.0.2"))
 	b.Cleanup(ss.close)
-	measure(b, r.up.url, r.endpoint(), ss.run)
+	measure(b, r.up.url, r.endpoint(), ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
 }
 
 // BenchmarkToolsCallSeparateProcesses is BenchmarkToolsCall deployed as in
-// production: the proxy (this process, as in the node daemon) apart from
-// the MCP clients and the upstream (a load process). In one process the
-// SDK's garbage (about 1 MB per call, mostly its JSON decoder) sets the
-// pace of a garbage collector that must also scan the proxy's goroutines,
-// which charges the proxy for the SDK's allocations.
+// production: the MCP clients, the proxy (this process, as in the node
+// daemon) and the upstream MCP server each in a process of its own, so
+// that direct calls cross a process boundary as they do in real use (a
+// client never lives in its server's process) and each process has its
+// own garbage collector. The CPU per call is that of all three processes.
 func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
-	lp := startLoad(b)
-	r := newRigTo(b, lp.upstream)
-	measure(b, lp.upstream, r.endpoint(), lp.run)
+	up := startRole(b, "upstream")
+	var first roleResult
+	if err := up.out.Decode(&first); err != nil || first.Upstream == "" {
+		b.Fatalf("upstream process did not start: %v %+v", err, first)
+	}
+	cl := startRole(b, "clients")
+	r := newRigTo(b, first.Upstream)
+	measure(b, first.Upstream, r.endpoint(), cl.run, func() time.Duration {
+		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
+	})
 }
 
 // measure runs the serial and loaded comparisons and reports them.
-func measure(b *testing.B, direct, proxied string, run runner) {
+func measure(b *testing.B, direct, proxied string, run runner, cpu cpuClock) {
 	must := func(l []time.Duration, e time.Duration, err error) ([]time.Duration, time.Duration) {
 		if err != nil {
 			b.Fatal(err)
@@ -92,12 +116,12 @@ func measure(b *testing.B, direct, proxied string, run runner) {
 	var dl, pl []time.Duration
 	var de, pe, dc, pc time.Duration
 	for range rounds {
-		c0 := cpuTime(b)
+		c0 := cpu()
 		l, e := must(run(direct, benchSessions, b.N/rounds))
-		c1 := cpuTime(b)
+		c1 := cpu()
 		dl, de, dc = append(dl, l...), de+e, dc+c1-c0
 		l, e = must(run(proxied, benchSessions, b.N/rounds))
-		pl, pe, pc = append(pl, l...), pe+e, pc+cpuTime(b)-c1
+		pl, pe, pc = append(pl, l...), pe+e, pc+cpu()-c1
 	}
 	slices.Sort(dl)
 	slices.Sort(pl)
@@ -121,15 +145,27 @@ func measure(b *testing.B, direct, proxied string, run runner) {
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
 }
 
-// cpuTime is the CPU time (user and system) this process has used, so
-// far: on two shared cores the throughput ratio follows the CPU a call
-// costs, and this shows where a ratio comes from.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+// processCPU is the CPU time (user and system) a process has used so far,
+// from /proc (whose clock ticks are 10 ms: a round of the loaded benchmark
+// takes seconds).
+func processCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 14th and 15th of the line.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(f) < 13 {
+		b.Fatalf("/proc/%d/stat: too short", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(ut+st) * tick
 }
 
 // sessionPool keeps up to benchSessions SDK client sessions per endpoint.
@@ -200,24 +236,23 @@ func (p *sessionPool) run(endpoint string, sessions, calls int) ([]time.Duration
 	return lat, elapsed, nil
 }
 
-// loadRequest and loadResult are the load process's protocol: one JSON
-// line each way per round.
-type loadRequest struct {
+// roleRequest and roleResult are the protocol of the benchmark's other
+// processes: one JSON line each way per round.
+type roleRequest struct {
 	Endpoint string
 	Sessions int
 	Calls    int
 }
 
-type loadResult struct {
-	Upstream string          `json:",omitempty"` // the first line: where the upstream listens
+type roleResult struct {
+	Upstream string          `json:",omitempty"` // the upstream's first line: where it listens
 	Lat      []time.Duration `json:",omitempty"`
 	Elapsed  time.Duration   `json:",omitempty"`
 	Err      string          `json:",omitempty"`
 }
 
-// runLoad serves the upstream MCP server and runs rounds of calls as the
-// driving benchmark asks, until stdin closes.
-func runLoad(in io.Reader, out io.Writer) error {
+// runUpstream serves the upstream MCP server until stdin closes.
+func runUpstream(in io.Reader, out io.Writer) error {
 	s := sdk.NewServer(&sdk.Implementation{Name: "charts", Version: "1"}, nil)
 	sdk.AddTool(s, &sdk.Tool{Name: "echo"}, func(_ context.Context, _ *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, any, error) {
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "echo:" + in.Text}}}, nil, nil
@@ -229,6 +264,16 @@ func runLoad(in io.Reader, out io.Writer) error {
 	hs := &http.Server{Handler: sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{JSONResponse: true})}
 	go hs.Serve(ln)
 	defer hs.Close()
+	if err := json.NewEncoder(out).Encode(roleResult{Upstream: "http://" + ln.Addr().String() + "/mcp"}); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, in)
+	return err
+}
+
+// runClients runs rounds of calls as the driving benchmark asks, until
+// stdin closes.
+func runClients(in io.Reader, out io.Writer) error {
 	// The clients come from 127.0.0.2, the address the proxy knows as alice.
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}).DialContext,
@@ -238,13 +283,10 @@ func runLoad(in io.Reader, out io.Writer) error {
 	pool := newSessionPool(&http.Client{Transport: tr})
 	defer pool.close()
 	enc := json.NewEncoder(out)
-	if err := enc.Encode(loadResult{Upstream: "http://" + ln.Addr().String() + "/mcp"}); err != nil {
-		return err
-	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		var req loadRequest
-		var res loadResult
+		var req roleRequest
+		var res roleResult
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 			res.Err = err.Error()
 		} else if res.Lat, res.Elapsed, err = pool.run(req.Endpoint, req.Sessions, req.Calls); err != nil {
@@ -257,19 +299,19 @@ func runLoad(in io.Reader, out io.Writer) error {
 	return sc.Err()
 }
 
-// loadProcess is the benchmark's handle on a load process.
-type loadProcess struct {
-	upstream string
-	in       io.Writer
-	out      *json.Decoder
+// roleProcess is the benchmark's handle on one of its other processes.
+type roleProcess struct {
+	pid int
+	in  io.Writer
+	out *json.Decoder
 }
 
-// startLoad starts this test binary as a load process; it exits when the
-// benchmark ends and closes its stdin.
-func startLoad(b *testing.B) *loadProcess {
+// startRole starts this test binary as one of the benchmark's other
+// processes; it exits when the benchmark ends and closes its stdin.
+func startRole(b *testing.B, role string) *roleProcess {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), loadEnv+"=1")
+	cmd.Env = append(os.Environ(), roleEnv+"="+role)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -293,30 +335,24 @@ func startLoad(b *testing.B) *loadProcess {
 			<-done
 		}
 	})
-	lp := &loadProcess{in: in, out: json.NewDecoder(outp)}
-	var first loadResult
-	if err := lp.out.Decode(&first); err != nil || first.Upstream == "" {
-		b.Fatalf("load process did not start: %v %+v", err, first)
-	}
-	lp.upstream = first.Upstream
-	return lp
+	return &roleProcess{pid: cmd.Process.Pid, in: in, out: json.NewDecoder(outp)}
 }
 
-// run implements runner in the load process.
-func (lp *loadProcess) run(endpoint string, sessions, calls int) ([]time.Duration, time.Duration, error) {
-	line, err := json.Marshal(loadRequest{Endpoint: endpoint, Sessions: sessions, Calls: calls})
+// run implements runner in a clients process.
+func (rp *roleProcess) run(endpoint string, sessions, calls int) ([]time.Duration, time.Duration, error) {
+	line, err := json.Marshal(roleRequest{Endpoint: endpoint, Sessions: sessions, Calls: calls})
 	if err != nil {
 		return nil, 0, err
 	}
-	if _, err := lp.in.Write(append(line, '\n')); err != nil {
-		return nil, 0, fmt.Errorf("load process: %w", err)
+	if _, err := rp.in.Write(append(line, '\n')); err != nil {
+		return nil, 0, fmt.Errorf("clients process: %w", err)
 	}
-	var res loadResult
-	if err := lp.out.Decode(&res); err != nil {
-		return nil, 0, fmt.Errorf("load process: %w", err)
+	var res roleResult
+	if err := rp.out.Decode(&res); err != nil {
+		return nil, 0, fmt.Errorf("clients process: %w", err)
 	}
 	if res.Err != "" {
-		return nil, 0, fmt.Errorf("load process: %s", res.Err)
+		return nil, 0, fmt.Errorf("clients process: %s", res.Err)
 	}
 	return res.Lat, res.Elapsed, nil
 }
