@@ -290,3 +290,55 @@ func TestReadAllSized(t *testing.T) {
 		t.Error("a body shorter than declared read without error")
 	}
 }
+
+// FuzzUpstreamAnswer feeds arbitrary bytes to the transport as an
+// upstream's answer. Whatever they are, a call ends (with an answer or an
+// error, never a hang or a panic), and a connection goes back to the pool
+// only after an answer read to its end that did not ask to close.
+func FuzzUpstreamAnswer(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}",
+		"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: x\n\n",
+		"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort",
+		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nuntil close",
+		"garbage\r\n\r\n",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		tr := newUpstreamTransport()
+		defer tr.Close()
+		client, server := net.Pipe()
+		defer server.Close()
+		go func() {
+			if req, err := http.ReadRequest(bufio.NewReader(server)); err == nil {
+				io.Copy(io.Discard, req.Body)
+			}
+			server.Write(answer)
+			server.Close()
+		}()
+		uc := &upstreamConn{addr: "fuzz", conn: client, br: bufio.NewReader(client), bw: bufio.NewWriter(client)}
+		req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tr.send(context.Background(), uc, req)
+		if err != nil {
+			if n := len(tr.idle["fuzz"]); n != 0 {
+				t.Fatalf("a failed call pooled its connection")
+			}
+			return
+		}
+		_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if pooled := len(tr.idle["fuzz"]) == 1; pooled && (rerr != nil || resp.Close) {
+			t.Fatalf("pooled a connection after read error %v / Close=%v", rerr, resp.Close)
+		}
+	})
+}
