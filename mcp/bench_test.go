@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -68,9 +71,10 @@ type cpuClock func() time.Duration
 //	go test -run=NONE -bench=ToolsCall -benchtime=20000x ./mcp/
 func BenchmarkToolsCall(b *testing.B) {
 	r := newRig(b, &sdk.StreamableHTTPOptions{JSONResponse: true})
+	r.sink = auditLog(b)
 	ss := newSessionPool(httpFrom(b, "127.0.0.2"))
 	b.Cleanup(ss.close)
-	measure(b, r.up.url, r.endpoint(), ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
+	measure(b, r.up.url, r.endpoint(), "", ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
 }
 
 // BenchmarkToolsCallSeparateProcesses is BenchmarkToolsCall deployed as in
@@ -79,6 +83,8 @@ func BenchmarkToolsCall(b *testing.B) {
 // that direct calls cross a process boundary as they do in real use (a
 // client never lives in its server's process) and each process has its
 // own garbage collector. The CPU per call is that of all three processes.
+// A bare TCP relay in the proxy's process is measured alongside: what any
+// extra process hop costs here before the proxy does any work.
 func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 	up := startRole(b, "upstream")
 	var first roleResult
@@ -87,13 +93,38 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 	}
 	cl := startRole(b, "clients")
 	r := newRigTo(b, first.Upstream)
-	measure(b, first.Upstream, r.endpoint(), cl.run, func() time.Duration {
+	r.sink = auditLog(b)
+	u, err := url.Parse(first.Upstream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	relay := "http://" + startRelay(b, u.Host) + u.Path
+	measure(b, first.Upstream, r.endpoint(), relay, cl.run, func() time.Duration {
 		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
 	})
 }
 
-// measure runs the serial and loaded comparisons and reports them.
-func measure(b *testing.B, direct, proxied string, run runner, cpu cpuClock) {
+// auditLog is the serving node's own audit log (node/auditlog) in a
+// temporary directory, hooked up as the node daemon hooks it with its
+// default `up --audit-fsync 100ms`: each event written to the file before
+// the call is forwarded, fsynced with the others of its 100 ms.
+func auditLog(b *testing.B) func(api.AuditEvent) (func() error, error) {
+	l, err := auditlog.Open(b.TempDir(), nil, 100*time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	return func(ev api.AuditEvent) (func() error, error) {
+		_, err := l.Append(ev)
+		return nil, err
+	}
+}
+
+// measure runs the serial and loaded comparisons of the proxy against
+// direct calls and reports them. When relay is not empty it also measures
+// calls through it (a bare TCP relay to the upstream), the floor that any
+// extra hop costs.
+func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClock) {
 	must := func(l []time.Duration, e time.Duration, err error) ([]time.Duration, time.Duration) {
 		if err != nil {
 			b.Fatal(err)
@@ -103,46 +134,95 @@ func measure(b *testing.B, direct, proxied string, run runner, cpu cpuClock) {
 	pct := func(l []time.Duration, p float64) float64 {
 		return float64(l[int(p*float64(len(l)-1))].Microseconds())
 	}
-	must(run(direct, 4, 400)) // warm up connections and code paths
-	must(run(proxied, 4, 400))
+	paths := []string{direct, proxied}
+	if relay != "" {
+		paths = append(paths, relay)
+	}
+	for _, ep := range paths {
+		must(run(ep, 4, 400)) // warm up connections and code paths
+	}
 	b.ResetTimer()
 	// Unloaded: one session, calls one after another.
 	serial := min(b.N, 2000)
-	d1, _ := must(run(direct, 1, serial))
-	p1, _ := must(run(proxied, 1, serial))
-	// Loaded: 64 sessions at once, in alternating rounds so that drift on
-	// a shared machine (other load, GC state) falls on both sides alike.
-	const rounds = 4
-	var dl, pl []time.Duration
-	var de, pe, dc, pc time.Duration
-	for range rounds {
-		c0 := cpu()
-		l, e := must(run(direct, benchSessions, b.N/rounds))
-		c1 := cpu()
-		dl, de, dc = append(dl, l...), de+e, dc+c1-c0
-		l, e = must(run(proxied, benchSessions, b.N/rounds))
-		pl, pe, pc = append(pl, l...), pe+e, pc+cpu()-c1
+	one := make([][]time.Duration, len(paths))
+	for i, ep := range paths {
+		one[i], _ = must(run(ep, 1, serial))
 	}
-	slices.Sort(dl)
-	slices.Sort(pl)
+	// Loaded: 64 sessions at once, in rounds whose order rotates so that
+	// drift on a shared machine (other load, GC state) falls on every path
+	// alike.
+	const rounds = 4
+	lat := make([][]time.Duration, len(paths))
+	wall := make([]time.Duration, len(paths))
+	used := make([]time.Duration, len(paths))
+	for r := range rounds {
+		for k := range paths {
+			i := (r + k) % len(paths)
+			c0 := cpu()
+			l, e := must(run(paths[i], benchSessions, b.N/rounds))
+			used[i] += cpu() - c0
+			lat[i], wall[i] = append(lat[i], l...), wall[i]+e
+		}
+	}
+	for i := range lat {
+		slices.Sort(lat[i])
+	}
 	b.StopTimer()
+	rate := func(i int) float64 { return float64(len(lat[i])) / wall[i].Seconds() }
+	perCall := func(i int) float64 { return float64(used[i].Microseconds()) / float64(len(lat[i])) }
+	d1, p1, dl, pl := one[0], one[1], lat[0], lat[1]
 	b.ReportMetric(pct(p1, .50)-pct(d1, .50), "serial-added-p50-µs")
 	b.ReportMetric(pct(p1, .99)-pct(d1, .99), "serial-added-p99-µs")
 	b.ReportMetric(pct(d1, .50), "serial-direct-p50-µs")
-	dRate := float64(len(dl)) / de.Seconds()
-	pRate := float64(len(pl)) / pe.Seconds()
 	b.ReportMetric(pct(dl, .50), "direct-p50-µs")
 	b.ReportMetric(pct(dl, .99), "direct-p99-µs")
 	b.ReportMetric(pct(pl, .50), "proxy-p50-µs")
 	b.ReportMetric(pct(pl, .99), "proxy-p99-µs")
 	b.ReportMetric(pct(pl, .50)-pct(dl, .50), "added-p50-µs")
 	b.ReportMetric(pct(pl, .99)-pct(dl, .99), "added-p99-µs")
-	b.ReportMetric(dRate, "direct-calls/s")
-	b.ReportMetric(pRate, "proxy-calls/s")
-	b.ReportMetric(pRate/dRate, "throughput-ratio")
-	b.ReportMetric(float64(dc.Microseconds())/float64(len(dl)), "direct-cpu-µs/call")
-	b.ReportMetric(float64(pc.Microseconds())/float64(len(pl)), "proxy-cpu-µs/call")
+	b.ReportMetric(rate(0), "direct-calls/s")
+	b.ReportMetric(rate(1), "proxy-calls/s")
+	b.ReportMetric(rate(1)/rate(0), "throughput-ratio")
+	b.ReportMetric(perCall(0), "direct-cpu-µs/call")
+	b.ReportMetric(perCall(1), "proxy-cpu-µs/call")
+	if relay != "" {
+		b.ReportMetric(pct(one[2], .50)-pct(d1, .50), "serial-relay-added-p50-µs")
+		b.ReportMetric(rate(2), "relay-calls/s")
+		b.ReportMetric(rate(2)/rate(0), "relay-ratio")
+		b.ReportMetric(perCall(2), "relay-cpu-µs/call")
+	}
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
+}
+
+// startRelay relays TCP connections to addr (host:port) byte for byte: the
+// cheapest hop there is, with no HTTP or MCP work (on Linux, io.Copy
+// between TCP sockets splices in the kernel).
+func startRelay(b *testing.B, addr string) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // processCPU is the CPU time (user and system) a process has used so far,

@@ -213,9 +213,9 @@ func plainJSON(v any) any {
 }
 
 // audit reports one decision.
-func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid string) {
+func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid string) (durable func() error, err error) {
 	if p.cfg.Audit == nil {
-		return
+		return nil, nil
 	}
 	dec := "deny"
 	if v.allow {
@@ -225,7 +225,7 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 	if d.svc != nil {
 		svc = d.svc.Name
 	}
-	p.cfg.Audit(api.AuditEvent{
+	return p.cfg.Audit(api.AuditEvent{
 		Time:       start.UTC(),
 		Node:       p.cfg.Node,
 		Caller:     d.caller.ID,
@@ -239,6 +239,19 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 		ArgsDigest: v.digest,
 		Session:    sid,
 	})
+}
+
+// auditNow records a decision that is answered at once (a denial, a
+// message that could not be decided) and waits until it is durable. A
+// failure to record is logged; the request is refused either way.
+func (p *Proxy) auditNow(d *decider, start time.Time, method string, v verdict, sid string) {
+	durable, err := p.audit(d, start, method, v, sid)
+	if err == nil && durable != nil {
+		err = durable()
+	}
+	if err != nil {
+		p.log.Error("mcp: audit event not recorded", "method", method, "decision", v.allow, "err", err)
+	}
 }
 
 // task decides tasks/get, tasks/result and tasks/cancel: a task belongs to

@@ -99,7 +99,7 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 
 // refuse answers an HTTP request that is denied as a whole and audits it.
 func (x *exchange) refuse(status int, msg, method string) {
-	x.p.audit(&x.d, x.start, method, verdict{code: CodeDenied, reason: msg}, x.sid)
+	x.p.auditNow(&x.d, x.start, method, verdict{code: CodeDenied, reason: msg}, x.sid)
 	writeRPCError(x.w, status, nil, CodeDenied, msg)
 }
 
@@ -114,18 +114,20 @@ func (x *exchange) stream() {
 		x.refuse(http.StatusBadRequest, "mcp: "+x.r.Method+" needs an "+hdrSession+" header", x.r.Method)
 		return
 	}
+	durable, err := x.p.audit(&x.d, x.start, x.r.Method, verdict{allow: true, reason: "session owner"}, x.sid)
+	if err != nil {
+		x.auditFailed(nil, err)
+		return
+	}
 	req := x.upstreamRequest(x.r.Method, nil)
 	copyHeaders(req.Header, x.r.Header, "Accept", hdrSession, hdrVersion, hdrLastEvent)
 	resp, err := x.p.rt.RoundTrip(req)
-	v := verdict{allow: true, reason: "session owner"}
+	x.waitDurable(durable)
 	if err != nil {
-		v.reason = "session owner; upstream unreachable: " + err.Error()
-		x.p.audit(&x.d, x.start, x.r.Method, v, x.sid)
 		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, fmt.Sprintf("mcp: upstream of %q: %v", x.d.svc.Name, err))
 		return
 	}
 	defer resp.Body.Close()
-	x.p.audit(&x.d, x.start, x.r.Method, v, x.sid)
 	if x.r.Method == http.MethodDelete && resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotFound {
 		x.dropSession()
 	}
@@ -200,7 +202,7 @@ func (x *exchange) post() {
 			allowed = append(allowed, m)
 			continue
 		}
-		x.p.audit(&x.d, x.start, methodOf(m), v, x.sid)
+		x.p.auditNow(&x.d, x.start, methodOf(m), v, x.sid)
 		if m.kind == kindCall {
 			denials = append(denials, rpcError(m.id, v.code, v.reason))
 		}
@@ -232,6 +234,27 @@ func (x *exchange) post() {
 		}
 	}
 
+	// Record what is allowed before anything is forwarded; the records
+	// become durable while the upstream works.
+	var durable []func() error
+	for i, m := range msgs {
+		if !verdicts[i].allow {
+			continue
+		}
+		d, err := x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
+		if err != nil {
+			var id any
+			if !batch {
+				id = msgs[0].id
+			}
+			x.auditFailed(id, err)
+			return
+		}
+		if d != nil {
+			durable = append(durable, d)
+		}
+	}
+
 	var out []byte
 	if batch {
 		out = encodeBatch(allowed)
@@ -254,12 +277,8 @@ func (x *exchange) post() {
 		}
 	}
 	resp, err := x.p.rt.RoundTrip(req)
+	x.waitDurable(durable...)
 	if err != nil {
-		for i, m := range msgs {
-			if verdicts[i].allow {
-				x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
-			}
-		}
 		var id any
 		if !batch {
 			id = msgs[0].id
@@ -268,15 +287,35 @@ func (x *exchange) post() {
 		return
 	}
 	defer resp.Body.Close()
-	for i, m := range msgs {
-		if verdicts[i].allow {
-			x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
-		}
-	}
 	if !x.bindSession(resp, msgs, version) {
 		return
 	}
 	x.relay(resp, lists, denials)
+}
+
+// auditFailed refuses a call whose audit record could not be written: the
+// proxy fails closed, and nothing was forwarded.
+func (x *exchange) auditFailed(id any, err error) {
+	x.p.log.Error("mcp: audit log unavailable; call refused", "service", x.d.svc.Name, "caller", x.d.caller.ID, "err", err)
+	status := http.StatusServiceUnavailable
+	if id != nil {
+		status = http.StatusOK // an answer to the call, which the client shows
+	}
+	writeRPCError(x.w, status, id, codeInternal, "mcp: the serving node cannot record an audit event, so the call was not forwarded: "+err.Error())
+}
+
+// waitDurable waits until the audit records of a forwarded call are
+// durable, before its answer goes out. A failure is logged: the call has
+// happened, and withholding its answer would not undo it.
+func (x *exchange) waitDurable(durable ...func() error) {
+	for _, d := range durable {
+		if d == nil {
+			continue
+		}
+		if err := d(); err != nil {
+			x.p.log.Error("mcp: audit event of a forwarded call may not be durable", "service", x.d.svc.Name, "caller", x.d.caller.ID, "err", err)
+		}
+	}
 }
 
 // upstreamRequest is a request to the service's upstream on behalf of
@@ -376,7 +415,7 @@ func (x *exchange) answerDenials(batch bool, denials [][]byte, verdicts []verdic
 
 // badMessage answers a POST that could not be decided at all.
 func (x *exchange) badMessage(status, code int, msg string) {
-	x.p.audit(&x.d, x.start, "", verdict{code: code, reason: msg}, x.sid)
+	x.p.auditNow(&x.d, x.start, "", verdict{code: code, reason: msg}, x.sid)
 	writeRPCError(x.w, status, nil, code, msg)
 }
 

@@ -151,6 +151,13 @@ type rig struct {
 	ver    atomic.Uint64
 	mu     sync.Mutex
 	events []api.AuditEvent
+	// auditErr, when set, fails every audit record; durable, when set, is
+	// the wait the audit hook returns.
+	auditErr error
+	durable  func() error
+	// sink, when set before the first request, replaces the in-memory
+	// audit trail (the benchmarks use the node's real audit log).
+	sink func(api.AuditEvent) (func() error, error)
 }
 
 func newRig(t testing.TB, opts *sdk.StreamableHTTPOptions) *rig {
@@ -176,10 +183,17 @@ func newRigTo(t testing.TB, url string) *rig {
 			return Caller{}, errors.New("not a mesh peer")
 		},
 		Policy: func() (*policy.Policy, uint64) { return r.pol.Load(), r.ver.Load() },
-		Audit: func(e api.AuditEvent) {
+		Audit: func(e api.AuditEvent) (func() error, error) {
+			if r.sink != nil {
+				return r.sink(e)
+			}
 			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.auditErr != nil {
+				return nil, r.auditErr
+			}
 			r.events = append(r.events, e)
-			r.mu.Unlock()
+			return r.durable, nil
 		},
 	})
 	if err := r.proxy.SetService(Service{Name: "charts", Tags: []string{"tag:phi"}, URL: url}); err != nil {

@@ -42,11 +42,7 @@ func (n *Node) startProxy() error {
 			return mcp.Caller{Name: p.Name, ID: p.ID, Tags: p.Tags}, nil
 		},
 		Policy: n.Policy,
-		Audit: func(ev api.AuditEvent) {
-			if err := n.RecordAudit(ev); err != nil {
-				n.log.Error("audit event not recorded", "err", err, "event", ev)
-			}
-		},
+		Audit:  n.appendAudit,
 		Logger: n.log.With("c", "mcp"),
 	})
 	ln, err := n.tun.ListenTCP(MCPPort)

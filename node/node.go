@@ -67,6 +67,14 @@ type Config struct {
 	// servers reachable off the mesh and reports them; 0 disables the
 	// periodic scan (`mcpmesh audit exposure` still runs one).
 	ExposureScanEvery time.Duration
+	// AuditFsyncEvery is how long an audit event may wait for its fsync.
+	// Every event is written to the audit file before its call is
+	// forwarded (a call that cannot be recorded is refused), so it
+	// survives a crash of the daemon at once; the fsync, which makes it
+	// survive a power cut, runs for all events of the span together. Zero
+	// holds every answer until its event is fsynced: the strictest
+	// setting, and on slow disks the costliest.
+	AuditFsyncEvery time.Duration
 }
 
 // Node is a running node daemon.
@@ -149,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.loadIdentity(); err != nil {
 		return nil, err
 	}
-	if n.audit, err = auditlog.Open(filepath.Join(cfg.StateDir, "audit"), n.log); err != nil {
+	if n.audit, err = auditlog.Open(filepath.Join(cfg.StateDir, "audit"), n.log, cfg.AuditFsyncEvery); err != nil {
 		return nil, err
 	}
 	if err := n.startTunnel(wgKey); err != nil {
@@ -594,6 +602,21 @@ func (n *Node) startLocalAPI() error {
 func (n *Node) RecordAudit(ev api.AuditEvent) error {
 	ev.Node = n.enr.Name
 	return n.audit.Record(ev)
+}
+
+// appendAudit is the proxy's audit hook: the event goes into the file at
+// once; with AuditFsyncEvery zero, the returned function holds the answer
+// until the event is on disk.
+func (n *Node) appendAudit(ev api.AuditEvent) (func() error, error) {
+	ev.Node = n.enr.Name
+	seq, err := n.audit.Append(ev)
+	if err != nil {
+		return nil, err
+	}
+	if n.cfg.AuditFsyncEvery > 0 {
+		return nil, nil
+	}
+	return func() error { return n.audit.Sync(seq) }, nil
 }
 
 // MCPForwarder implements localapi.Backend.

@@ -31,6 +31,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
 	firewall := fs.Bool("firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
 	exposureEvery := fs.Duration("exposure-scan", 15*time.Minute, "how often to scan this host for MCP servers reachable off the mesh and report them (0: never)")
+	auditFsync := fs.Duration("audit-fsync", 100*time.Millisecond, "how long an audit event, written before its call is forwarded, may wait for its fsync (0: hold every answer until its event is fsynced)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
@@ -50,6 +51,9 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	var fw node.Firewall
 	if *tun && *firewall {
 		fw = platform.NewFirewall()
+	}
+	if *auditFsync < 0 {
+		return usageError{"--audit-fsync must be 0 or more"}
 	}
 	if *token != "" && *tokenFile != "" {
 		return usageError{"give --token or --token-file, not both"}
@@ -85,6 +89,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		NewTunnel:         newTunnel,
 		Firewall:          fw,
 		ExposureScanEvery: *exposureEvery,
+		AuditFsyncEvery:   *auditFsync,
 	})
 	if err != nil {
 		if errors.Is(err, node.ErrFirewall) {

@@ -244,7 +244,7 @@ type AuditEvent struct {
 	Decision  string    `json:"decision"`       // "allow" or "deny"
 	Reason    string    `json:"reason"`         // the rule that decided, e.g. "grant at acl.hujson:12:5"
 	Policy    uint64    `json:"policy"`         // policy version that decided
-	LatencyUS int64     `json:"latencyUs"`      // time from request to answer, in microseconds
+	LatencyUS int64     `json:"latencyUs"`      // time from the request to its decision, in microseconds (recorded before the call is forwarded)
 	// ArgsDigest is "sha256:<hex>" of the canonical JSON of the arguments.
 	ArgsDigest string `json:"argsDigest,omitempty"`
 	Session    string `json:"session,omitempty"` // MCP session id, if any

@@ -1,9 +1,10 @@
 // Package auditlog keeps a serving node's audit events on disk and ships
-// them to the coordinator. Every event is appended (and fsynced) to a JSON
-// lines file before the call it records is answered, numbered with a
-// sequence that survives restarts; a shipper sends what the coordinator has
-// not acknowledged, so an outage of the coordinator loses nothing and a
-// retry duplicates nothing (the coordinator stores by node and sequence).
+// them to the coordinator. Every event is appended to a JSON lines file
+// before the call it records is forwarded and fsynced before that call is
+// answered, numbered with a sequence that survives restarts; a shipper
+// sends what the coordinator has not acknowledged, so an outage of the
+// coordinator loses nothing and a retry duplicates nothing (the
+// coordinator stores by node and sequence).
 package auditlog
 
 import (
@@ -44,10 +45,21 @@ type Log struct {
 	dir string
 	log *slog.Logger
 
-	// syncMu serialises fsyncs; synced is the last sequence known to be on
-	// disk. Concurrent Records share one fsync (group commit).
-	syncMu sync.Mutex
-	synced uint64
+	// The flusher goroutine fsyncs whenever events were appended since its
+	// last fsync, so that every event appended while one runs shares the
+	// next (group commit), and a Sync waits for the flusher rather than
+	// starting an fsync of its own. kick wakes it; stop and stopped end it.
+	kick      chan struct{}
+	stop      chan struct{}
+	stopped   chan struct{}
+	syncEvery time.Duration
+	sync      struct {
+		sync.Mutex
+		synced uint64        // last sequence known to be on disk
+		failed uint64        // last sequence of a failed fsync ...
+		err    error         // ... and its error
+		done   chan struct{} // closed (and replaced) after every fsync
+	}
 
 	mu struct {
 		sync.Mutex
@@ -67,14 +79,19 @@ type Log struct {
 // Open opens (creating) the log in dir and recovers its sequence. A torn
 // last line (a crash mid-append) is cut off, so the file always holds whole
 // events.
-func Open(dir string, log *slog.Logger) (*Log, error) {
+//
+// syncEvery is how long an appended event may wait for its fsync: the
+// flusher gathers the events of that span into one fsync, and Sync waits
+// for it. Zero fsyncs as soon as events are pending (an fsync per answer
+// under light load; group commit under heavy load).
+func Open(dir string, log *slog.Logger, syncEvery time.Duration) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditlog: %w", err)
 	}
-	l := &Log{dir: dir, log: log}
+	l := &Log{dir: dir, log: log, syncEvery: syncEvery}
 	path := filepath.Join(dir, fileEvents)
 	last, good, err := scanTail(path)
 	if err != nil {
@@ -94,6 +111,7 @@ func Open(dir string, log *slog.Logger) (*Log, error) {
 	}
 	l.mu.f, l.mu.seq = f, last
 	l.mu.notify = make(chan struct{}, 1)
+	l.sync.synced = last // recovered events were read back from the file
 	b, err := os.ReadFile(filepath.Join(dir, fileAcked))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -116,7 +134,67 @@ func Open(dir string, log *slog.Logger) (*Log, error) {
 	if len(offs) > 0 {
 		l.mu.ackedOff = offs[len(offs)-1]
 	}
+	l.kick, l.stop, l.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	l.sync.done = make(chan struct{})
+	go l.flusher()
 	return l, nil
+}
+
+// flusher fsyncs the file whenever it is kicked and events are pending,
+// until Close.
+func (l *Log) flusher() {
+	defer close(l.stopped)
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			return
+		}
+		if l.syncEvery > 0 {
+			// Gather what arrives in the span into this fsync.
+			t := time.NewTimer(l.syncEvery)
+			select {
+			case <-t.C:
+			case <-l.stop:
+				t.Stop()
+				return // Close flushes
+			}
+		}
+		l.flushOnce()
+	}
+}
+
+// flushOnce fsyncs the events appended so far, if any are not on disk,
+// and wakes whoever waits for them.
+func (l *Log) flushOnce() {
+	l.mu.Lock()
+	f, target := l.mu.f, l.mu.seq
+	l.mu.Unlock()
+	l.sync.Lock()
+	pending := target > l.sync.synced
+	l.sync.Unlock()
+	if f == nil || !pending {
+		return
+	}
+	err := f.Sync()
+	l.sync.Lock()
+	if err != nil {
+		l.sync.failed, l.sync.err = target, fmt.Errorf("auditlog: sync: %w", err)
+		l.log.Error("audit log fsync failed", "err", err)
+	} else {
+		l.sync.synced = target
+	}
+	close(l.sync.done)
+	l.sync.done = make(chan struct{})
+	l.sync.Unlock()
+	if err == nil {
+		l.mu.Lock()
+		select {
+		case l.mu.notify <- struct{}{}:
+		default:
+		}
+		l.mu.Unlock()
+	}
 }
 
 // scanTail returns the last sequence number in the file and the length of
@@ -148,50 +226,72 @@ func scanTail(path string) (last uint64, good int64, err error) {
 	}
 }
 
-// Record appends an event, giving it the next sequence number, and returns
-// once it is on disk. Records that arrive while an fsync is running are
-// covered together by the next one.
+// Record appends an event and returns once it is on disk (Append, then
+// Sync).
 func (l *Log) Record(ev api.AuditEvent) error {
+	seq, err := l.Append(ev)
+	if err != nil {
+		return err
+	}
+	return l.Sync(seq)
+}
+
+// Append writes an event, giving it the next sequence number, and returns
+// that number. The event is then in the file (it survives a crash of this
+// process) but not yet on disk (a power cut may lose it): Sync makes it
+// so. The proxy appends before it forwards a call and syncs while the
+// upstream works.
+func (l *Log) Append(ev api.AuditEvent) (uint64, error) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.mu.f == nil {
-		l.mu.Unlock()
-		return errors.New("auditlog: closed")
+		return 0, errors.New("auditlog: closed")
 	}
 	ev.Seq = l.mu.seq + 1
 	b, err := json.Marshal(ev)
 	if err != nil {
-		l.mu.Unlock()
-		return fmt.Errorf("auditlog: encode: %w", err)
+		return 0, fmt.Errorf("auditlog: encode: %w", err)
 	}
 	if _, err := l.mu.f.Write(append(b, '\n')); err != nil {
-		l.mu.Unlock()
-		return fmt.Errorf("auditlog: append: %w", err)
+		return 0, fmt.Errorf("auditlog: append: %w", err)
 	}
 	l.mu.seq = ev.Seq
-	f := l.mu.f
-	l.mu.Unlock()
-	return l.syncTo(f, ev.Seq)
-}
-
-// syncTo makes sure every event up to seq is on disk.
-func (l *Log) syncTo(f *os.File, seq uint64) error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	if l.synced >= seq {
-		return nil // another Record's fsync covered this one
-	}
-	l.mu.Lock()
-	target := l.mu.seq
-	l.mu.Unlock()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("auditlog: sync: %w", err)
-	}
-	l.synced = target
 	select {
-	case l.mu.notify <- struct{}{}:
+	case l.kick <- struct{}{}: // the flusher starts on it now, or right after the fsync it is in
 	default:
 	}
-	return nil
+	return ev.Seq, nil
+}
+
+// Sync returns once every event up to seq is on disk. The fsync is the
+// flusher's, shared by every event appended while the one before ran.
+func (l *Log) Sync(seq uint64) error {
+	for {
+		l.sync.Lock()
+		synced, failed, err, done := l.sync.synced, l.sync.failed, l.sync.err, l.sync.done
+		l.sync.Unlock()
+		switch {
+		case synced >= seq:
+			return nil
+		case failed >= seq:
+			return err
+		}
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-done:
+		case <-l.stopped:
+			l.sync.Lock()
+			synced = l.sync.synced
+			l.sync.Unlock()
+			if synced >= seq {
+				return nil
+			}
+			return errors.New("auditlog: closed before the event was on disk")
+		}
+	}
 }
 
 // Pending returns up to max events after the acknowledged sequence. It
@@ -345,6 +445,13 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 
 // Close closes the file.
 func (l *Log) Close() error {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.stopped
+	l.flushOnce() // what was appended last goes to disk before the file closes
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.f == nil {
