@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/mcpmesh/mcpmesh/mcp/policy"
 )
@@ -48,6 +50,13 @@ func mayList(data []byte) bool {
 // relay copies an upstream answer to the caller, filtering list answers and
 // adding the error responses of denied batch elements.
 func (x *exchange) relay(resp *http.Response, lists map[string]string, denials [][]byte) {
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Compressed bytes cannot be filtered: passing them on would hand
+		// the caller unfiltered lists. The proxy never asks for an encoding.
+		x.p.log.Warn("mcp: upstream answered with a content encoding; refused", "service", x.d.svc.Name, "encoding", ce)
+		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, fmt.Sprintf("mcp: upstream of %q answered with Content-Encoding %q, which the proxy cannot inspect (not forwarded)", x.d.svc.Name, ce))
+		return
+	}
 	h := x.w.Header()
 	for k, vs := range resp.Header {
 		if !hopHeaders[k] {
