@@ -43,9 +43,45 @@ type upstreamTransport struct {
 type upstreamConn struct {
 	addr     string
 	conn     net.Conn
+	limit    *headLimit // under br: bounds the bytes an answer's head may take
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
+}
+
+// maxAnswerHead bounds the status line and headers of an upstream answer
+// (http.Transport's MaxResponseHeaderBytes does the same), so a broken
+// upstream cannot grow the proxy's memory without end.
+const maxAnswerHead = 1 << 20
+
+// newUpstreamConn wraps a connection for the transport.
+func newUpstreamConn(addr string, c net.Conn) *upstreamConn {
+	l := &headLimit{r: c, remain: -1}
+	return &upstreamConn{addr: addr, conn: c, limit: l, br: bufio.NewReaderSize(l, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}
+}
+
+// headLimit is a reader that fails once more than remain bytes were read;
+// remain < 0 means no limit (while a body is read).
+type headLimit struct {
+	r      io.Reader
+	remain int64
+}
+
+var errAnswerHead = fmt.Errorf("upstream answer head larger than %d bytes", maxAnswerHead)
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.remain < 0 {
+		return l.r.Read(p)
+	}
+	if l.remain == 0 {
+		return 0, errAnswerHead
+	}
+	if int64(len(p)) > l.remain {
+		p = p[:l.remain]
+	}
+	n, err := l.r.Read(p)
+	l.remain -= int64(n)
+	return n, err
 }
 
 // errTransportClosed is returned after Close.
@@ -122,7 +158,11 @@ func (t *upstreamTransport) send(ctx context.Context, uc *upstreamConn, req *htt
 		return nil, fail(nothingWritten{fmt.Errorf("upstream %s: writing request: %w", uc.addr, err)})
 	}
 	for {
+		// Bytes already buffered were read under an earlier limit; a head
+		// may take maxAnswerHead beyond them.
+		uc.limit.remain = maxAnswerHead
 		resp, err := http.ReadResponse(uc.br, req)
+		uc.limit.remain = -1
 		if err != nil {
 			return nil, fail(fmt.Errorf("upstream %s: reading answer: %w", uc.addr, err))
 		}
@@ -165,7 +205,7 @@ func (t *upstreamTransport) get(ctx context.Context, addr string) (*upstreamConn
 	if err != nil {
 		return nil, false, fmt.Errorf("upstream %s: %w", addr, err)
 	}
-	return &upstreamConn{addr: addr, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	return newUpstreamConn(addr, c), false, nil
 }
 
 // put keeps a connection whose last answer was read to its end.

@@ -323,7 +323,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			server.Write(answer)
 			server.Close()
 		}()
-		uc := &upstreamConn{addr: "fuzz", conn: client, br: bufio.NewReader(client), bw: bufio.NewWriter(client)}
+		uc := newUpstreamConn("fuzz", client)
 		req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		if err != nil {
 			t.Fatal(err)
@@ -341,4 +341,34 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			t.Fatalf("pooled a connection after read error %v / Close=%v", rerr, resp.Close)
 		}
 	})
+}
+
+func TestUpstreamTransportBoundsAnAnswersHead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		c.Write([]byte("HTTP/1.1 200 OK\r\nX-Junk: "))
+		junk := bytes.Repeat([]byte("a"), 64<<10)
+		for range 64 { // 4 MiB of one header, never ended
+			if _, err := c.Write(junk); err != nil {
+				return
+			}
+		}
+	}()
+	tr := newTestTransport(t)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/mcp", strings.NewReader("{}"))
+	if _, err := tr.RoundTrip(req); !errors.Is(err, errAnswerHead) {
+		t.Fatalf("endless header: %v", err)
+	}
 }
