@@ -151,7 +151,7 @@ func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClo
 	// Loaded: 64 sessions at once, in rounds whose order rotates so that
 	// drift on a shared machine (other load, GC state) falls on every path
 	// alike.
-	const rounds = 4
+	const rounds = 10
 	lat := make([][]time.Duration, len(paths))
 	wall := make([]time.Duration, len(paths))
 	used := make([]time.Duration, len(paths))
