@@ -30,8 +30,8 @@ const (
 // maxUpstreamBody bounds a JSON answer the proxy reads to filter.
 const maxUpstreamBody = 64 << 20
 
-// bodyReadTimeout bounds reading a request body.
-const bodyReadTimeout = 30 * time.Second
+// requestReadTimeout bounds reading a whole request, body included.
+const requestReadTimeout = 30 * time.Second
 
 // exchange is one HTTP request through the proxy.
 type exchange struct {
@@ -149,10 +149,9 @@ func (x *exchange) post() {
 		x.refuse(http.StatusUnsupportedMediaType, "mcp: Content-Type must be application/json", "POST")
 		return
 	}
-	_ = http.NewResponseController(x.w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// The server's ReadTimeout bounds reading the body (see Serve).
 	max := x.p.cfg.MaxMessageBytes
 	body, err := readAllSized(x.r.Body, x.r.ContentLength, max)
-	_ = http.NewResponseController(x.w).SetReadDeadline(time.Time{})
 	if err != nil {
 		x.badMessage(http.StatusBadRequest, codeParse, "mcp: reading request body: "+err.Error())
 		return

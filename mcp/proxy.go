@@ -80,6 +80,8 @@ type Proxy struct {
 	rt     http.RoundTripper
 	ownsTr *upstreamTransport // the default transport, closed by Close
 
+	readTimeout time.Duration // of a whole request (requestReadTimeout)
+
 	mu       sync.Mutex
 	services map[string]*service
 	servers  map[*http.Server]struct{}
@@ -238,7 +240,7 @@ func (s *session) forget(key string) {
 
 // New returns a Proxy with no services.
 func New(cfg Config) *Proxy {
-	p := &Proxy{cfg: cfg, services: map[string]*service{}, servers: map[*http.Server]struct{}{}}
+	p := &Proxy{cfg: cfg, readTimeout: requestReadTimeout, services: map[string]*service{}, servers: map[*http.Server]struct{}{}}
 	p.log = cfg.Logger
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -318,12 +320,15 @@ func (p *Proxy) Handler() http.Handler {
 }
 
 // Serve serves Handler on ln until Close. SSE streams may live long: there
-// is no read or write timeout on a request once its headers are read, only
-// on reading headers, reading a request body and idling.
+// is no timeout on a request once it is read, only on reading its headers,
+// reading it whole, and idling. (net/http lifts the read deadline once a
+// body is read to its end, before it watches the connection for the
+// client going away, so ReadTimeout does not cut streams short.)
 func (p *Proxy) Serve(ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           p.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       p.readTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
