@@ -54,6 +54,10 @@ type upstreamConn struct {
 // upstream cannot grow the proxy's memory without end.
 const maxAnswerHead = 1 << 20
 
+// maxInterim bounds the 1xx answers before the real one (http.Transport
+// allows 5), so an upstream cannot keep a call busy with them.
+const maxInterim = 5
+
 // newUpstreamConn wraps a connection for the transport.
 func newUpstreamConn(addr string, c net.Conn) *upstreamConn {
 	l := &headLimit{r: c, remain: -1}
@@ -157,7 +161,10 @@ func (t *upstreamTransport) send(ctx context.Context, uc *upstreamConn, req *htt
 	if err := uc.bw.Flush(); err != nil {
 		return nil, fail(nothingWritten{fmt.Errorf("upstream %s: writing request: %w", uc.addr, err)})
 	}
-	for {
+	for interim := 0; ; interim++ {
+		if interim > maxInterim {
+			return nil, fail(fmt.Errorf("upstream %s: more than %d interim (1xx) answers", uc.addr, maxInterim))
+		}
 		// Bytes already buffered were read under an earlier limit; a head
 		// may take maxAnswerHead beyond them.
 		uc.limit.remain = maxAnswerHead

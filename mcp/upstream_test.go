@@ -305,6 +305,7 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort",
 		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+		strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", 7) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 		"HTTP/1.0 200 OK\r\n\r\nuntil close",
 		"garbage\r\n\r\n",
 		"",
@@ -370,5 +371,29 @@ func TestUpstreamTransportBoundsAnAnswersHead(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/mcp", strings.NewReader("{}"))
 	if _, err := tr.RoundTrip(req); !errors.Is(err, errAnswerHead) {
 		t.Fatalf("endless header: %v", err)
+	}
+}
+
+func TestUpstreamTransportBoundsInterimAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", maxInterim+1)+"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	}()
+	tr := newTestTransport(t)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/mcp", strings.NewReader("{}"))
+	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "interim") {
+		t.Fatalf("%d interim answers: %v", maxInterim+1, err)
 	}
 }
