@@ -159,8 +159,13 @@ func TestGroupCommitCoversEveryEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != workers*each+1 || all[len(all)-1].Tool != "unsynced" || all[len(all)-1].Seq != uint64(workers*each+1) {
+	if len(all) != workers*each+1 || all[len(all)-1].Tool != "unsynced" {
 		t.Fatalf("after reopen: %d events, last %+v", len(all), all[len(all)-1])
+	}
+	for i, e := range all { // written together, yet whole lines in sequence order
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has sequence %d", i, e.Seq)
+		}
 	}
 	if _, err := l.Append(ev("y")); err != nil {
 		t.Fatal(err)
