@@ -142,6 +142,14 @@ func newUpstreamWith(t testing.TB, srv *sdk.Server) string {
 	return hs.URL + "/mcp"
 }
 
+// testWhoIs names the callers of testCallers, and no one else.
+func testWhoIs(a netip.Addr) (Caller, error) {
+	if c, ok := testCallers[a]; ok {
+		return c, nil
+	}
+	return Caller{}, errors.New("not a mesh peer")
+}
+
 // rig is an upstream behind a proxy, with the policy swappable.
 type rig struct {
 	up     *upstream
@@ -175,13 +183,8 @@ func newRigTo(t testing.TB, url string) *rig {
 	r := &rig{}
 	r.setPolicy(mustPolicy(t, testPolicy))
 	r.proxy = New(Config{
-		Node: "server-1",
-		WhoIs: func(a netip.Addr) (Caller, error) {
-			if c, ok := testCallers[a]; ok {
-				return c, nil
-			}
-			return Caller{}, errors.New("not a mesh peer")
-		},
+		Node:   "server-1",
+		WhoIs:  testWhoIs,
 		Policy: func() (*policy.Policy, uint64) { return r.pol.Load(), r.ver.Load() },
 		Audit: func(e api.AuditEvent) (func() error, error) {
 			if r.sink != nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,13 +22,8 @@ func serveWithReadTimeout(t *testing.T, upstream string, d time.Duration) string
 	t.Helper()
 	pol := mustPolicy(t, testPolicy)
 	p := New(Config{
-		Node: "server-1",
-		WhoIs: func(a netip.Addr) (Caller, error) {
-			if c, ok := testCallers[a]; ok {
-				return c, nil
-			}
-			return Caller{}, errors.New("not a mesh peer")
-		},
+		Node:   "server-1",
+		WhoIs:  testWhoIs,
 		Policy: func() (*policy.Policy, uint64) { return pol, 1 },
 	})
 	p.readTimeout = d

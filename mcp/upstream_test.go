@@ -117,32 +117,11 @@ func TestUpstreamTransportSkipsConnectionsTheUpstreamClosed(t *testing.T) {
 	t.Run("closed right after the answer", func(t *testing.T) {
 		// A raw server that answers once per connection and hangs up
 		// without saying so.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		var conns atomic.Int32
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				conns.Add(1)
-				go func() {
-					defer c.Close()
-					req, err := http.ReadRequest(bufio.NewReader(c))
-					if err != nil {
-						return
-					}
-					b, _ := io.ReadAll(req.Body)
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-				}()
-			}
-		}()
+		url, conns := rawUpstream(t, func(c net.Conn, req *http.Request) {
+			b, _ := io.ReadAll(req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		})
 		tr := newTestTransport(t)
-		url := "http://" + ln.Addr().String() + "/mcp"
 		for i := range 20 {
 			want := fmt.Sprint(i)
 			if got := post(t, tr, url, want); got != want {
@@ -344,21 +323,37 @@ func FuzzUpstreamAnswer(f *testing.F) {
 	})
 }
 
-func TestUpstreamTransportBoundsAnAnswersHead(t *testing.T) {
+// rawUpstream is an upstream that answers whatever answer writes to the
+// connection: one request per connection, which it then closes. It returns
+// the upstream's URL and a count of its connections.
+func rawUpstream(t *testing.T, answer func(c net.Conn, req *http.Request)) (string, *atomic.Int32) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
+	conns := new(atomic.Int32)
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					answer(c, req)
+				}
+			}()
 		}
-		defer c.Close()
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
+	}()
+	return "http://" + ln.Addr().String() + "/mcp", conns
+}
+
+func TestUpstreamTransportBoundsAnAnswersHead(t *testing.T) {
+	url, _ := rawUpstream(t, func(c net.Conn, _ *http.Request) {
 		c.Write([]byte("HTTP/1.1 200 OK\r\nX-Junk: "))
 		junk := bytes.Repeat([]byte("a"), 64<<10)
 		for range 64 { // 4 MiB of one header, never ended
@@ -366,33 +361,20 @@ func TestUpstreamTransportBoundsAnAnswersHead(t *testing.T) {
 				return
 			}
 		}
-	}()
+	})
 	tr := newTestTransport(t)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/mcp", strings.NewReader("{}"))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
 	if _, err := tr.RoundTrip(req); !errors.Is(err, errAnswerHead) {
 		t.Fatalf("endless header: %v", err)
 	}
 }
 
 func TestUpstreamTransportBoundsInterimAnswers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
+	url, _ := rawUpstream(t, func(c net.Conn, _ *http.Request) {
 		io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", maxInterim+1)+"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-	}()
+	})
 	tr := newTestTransport(t)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/mcp", strings.NewReader("{}"))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
 	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "interim") {
 		t.Fatalf("%d interim answers: %v", maxInterim+1, err)
 	}
