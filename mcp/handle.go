@@ -233,6 +233,12 @@ func (x *exchange) post() {
 		}
 	}
 
+	// The id an error about the whole POST answers (none for a batch).
+	var callID any
+	if !batch {
+		callID = msgs[0].id
+	}
+
 	// Record what is allowed before anything is forwarded; the records
 	// become durable while the upstream works.
 	var durable []func() error
@@ -242,11 +248,7 @@ func (x *exchange) post() {
 		}
 		d, err := x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
 		if err != nil {
-			var id any
-			if !batch {
-				id = msgs[0].id
-			}
-			x.auditFailed(id, err)
+			x.auditFailed(callID, err)
 			return
 		}
 		if d != nil {
@@ -278,11 +280,7 @@ func (x *exchange) post() {
 	resp, err := x.p.rt.RoundTrip(req)
 	x.waitDurable(durable...)
 	if err != nil {
-		var id any
-		if !batch {
-			id = msgs[0].id
-		}
-		writeRPCError(x.w, http.StatusBadGateway, id, codeInternal, fmt.Sprintf("mcp: upstream of %q unreachable: %v", x.d.svc.Name, err))
+		writeRPCError(x.w, http.StatusBadGateway, callID, codeInternal, fmt.Sprintf("mcp: upstream of %q unreachable: %v", x.d.svc.Name, err))
 		return
 	}
 	defer resp.Body.Close()

@@ -238,10 +238,11 @@ func (t *upstreamTransport) put(uc *upstreamConn) {
 	}
 }
 
-// CloseIdleConnections closes every idle connection; connections in use
-// are closed when their answer ends.
-func (t *upstreamTransport) CloseIdleConnections() {
+// Close closes the idle connections and keeps none from now on;
+// connections in use are closed when their answer ends.
+func (t *upstreamTransport) Close() {
 	t.mu.Lock()
+	t.closed = true
 	idle := t.idle
 	t.idle = map[string][]*upstreamConn{}
 	t.mu.Unlock()
@@ -250,14 +251,6 @@ func (t *upstreamTransport) CloseIdleConnections() {
 			uc.conn.Close()
 		}
 	}
-}
-
-// Close closes the idle connections and keeps none from now on.
-func (t *upstreamTransport) Close() {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.CloseIdleConnections()
 }
 
 // upstreamBody is an answer's body. Read to its end, it returns the
