@@ -111,18 +111,10 @@ func (p *strictParser) object(depth int) (any, error) {
 			return nil, err
 		}
 		obj[k] = v
-		p.skipSpace()
-		if p.i >= len(p.data) {
-			return nil, fmt.Errorf("%w: unexpected end of input", errParse)
-		}
-		switch p.data[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
+		if done, err := p.afterMember('}', "object"); err != nil {
+			return nil, err
+		} else if done {
 			return obj, nil
-		default:
-			return nil, p.fail("expected ',' or '}' in object")
 		}
 	}
 }
@@ -141,20 +133,30 @@ func (p *strictParser) array(depth int) (any, error) {
 			return nil, err
 		}
 		arr = append(arr, v)
-		p.skipSpace()
-		if p.i >= len(p.data) {
-			return nil, fmt.Errorf("%w: unexpected end of input", errParse)
-		}
-		switch p.data[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
+		if done, err := p.afterMember(']', "array"); err != nil {
+			return nil, err
+		} else if done {
 			return arr, nil
-		default:
-			return nil, p.fail("expected ',' or ']' in array")
 		}
 	}
+}
+
+// afterMember reads what follows a member of an object or array: a comma
+// (more follow) or the closing bracket (done).
+func (p *strictParser) afterMember(closing byte, what string) (done bool, err error) {
+	p.skipSpace()
+	if p.i >= len(p.data) {
+		return false, fmt.Errorf("%w: unexpected end of input", errParse)
+	}
+	switch p.data[p.i] {
+	case ',':
+		p.i++
+		return false, nil
+	case closing:
+		p.i++
+		return true, nil
+	}
+	return false, p.fail("expected ',' or '" + string(closing) + "' in " + what)
 }
 
 // number checks the JSON number grammar and returns the literal.
