@@ -21,36 +21,13 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
-	"os"
+	"github.com/mcpmesh/mcpmesh/test/bench/subcmd"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
-	cmds := map[string]func([]string) error{
+	subcmd.Main("controlplane", "usage: controlplane run|client|report [flags]", map[string]func([]string) error{
 		"run":    cmdRun,
 		"client": cmdClient,
 		"report": cmdReport,
-	}
-	run, ok := cmds[os.Args[1]]
-	if !ok {
-		usage()
-		os.Exit(2)
-	}
-	if err := run(os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintf(os.Stderr, "controlplane %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: controlplane run|client|report [flags]")
+	})
 }

@@ -22,19 +22,15 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/mcpmesh/mcpmesh/test/bench/subcmd"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-		os.Exit(2)
-	}
-	cmds := map[string]func([]string) error{
+	subcmd.Main("dataplane", "usage: dataplane server|client|rtt|userspace|tun|keygen|wgset|report [flags]", map[string]func([]string) error{
 		"server":    cmdServer,
 		"client":    cmdClient,
 		"rtt":       cmdRTT,
@@ -43,23 +39,7 @@ func main() {
 		"keygen":    cmdKeygen,
 		"wgset":     cmdWGSet,
 		"report":    cmdReport,
-	}
-	run, ok := cmds[os.Args[1]]
-	if !ok {
-		usage()
-		os.Exit(2)
-	}
-	if err := run(os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintf(os.Stderr, "dataplane %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dataplane server|client|rtt|userspace|tun|keygen|wgset|report [flags]")
+	})
 }
 
 // startCPUProfile writes a CPU profile to path until stop is called; an
