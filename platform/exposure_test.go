@@ -345,17 +345,24 @@ func TestProbeMCPIgnoresHTTPServersThatAreNotMCP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			addr := serveExposureTest(t, "127.0.0.1:0", tc.h)
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			start := time.Now()
-			ans, err := ProbeMCP(ctx, addr, nil)
-			if ans != nil || err != nil {
-				t.Errorf("ProbeMCP = %+v, %v; want nil, nil", ans, err)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("ProbeMCP took %v to decide", d)
-			}
+			expectNoMCP(t, addr)
 		})
+	}
+}
+
+// expectNoMCP requires the probe to find no MCP server at addr, without
+// an error, and to decide within 2 s.
+func expectNoMCP(t *testing.T, addr netip.AddrPort) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	ans, err := ProbeMCP(ctx, addr, nil)
+	if ans != nil || err != nil {
+		t.Errorf("ProbeMCP = %+v, %v; want nil, nil", ans, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("ProbeMCP took %v to decide", d)
 	}
 }
 
@@ -385,16 +392,7 @@ func TestProbeMCPIgnoresServersThatDoNotSpeakHTTP(t *testing.T) {
 			log.SetOutput(&logged)
 			t.Cleanup(func() { log.SetOutput(logOut) })
 			addr := serveRawTCP(t, tc.handle)
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-			defer cancel()
-			start := time.Now()
-			ans, err := ProbeMCP(ctx, addr, nil)
-			if ans != nil || err != nil {
-				t.Errorf("ProbeMCP = %+v, %v; want nil, nil", ans, err)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("ProbeMCP took %v to decide", d)
-			}
+			expectNoMCP(t, addr)
 			if logged.Len() > 0 {
 				t.Errorf("the probe logged: %s", logged.Bytes())
 			}
