@@ -106,10 +106,11 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 
 // auditLog is the serving node's own audit log (node/auditlog) in a
 // temporary directory, hooked up as the node daemon hooks it with its
-// default `up --audit-fsync 100ms`: each event written to the file before
-// the call is forwarded, fsynced with the others of its 100 ms.
+// default `up --audit-fsync` (auditlog.DefaultSyncEvery): each event
+// written to the file before the call is forwarded, fsynced with the
+// others of its span.
 func auditLog(b *testing.B) func(api.AuditEvent) (func() error, error) {
-	l, err := auditlog.Open(b.TempDir(), nil, 100*time.Millisecond)
+	l, err := auditlog.Open(b.TempDir(), nil, auditlog.DefaultSyncEvery)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/platform"
 	"github.com/mcpmesh/mcpmesh/tunnel"
@@ -31,7 +32,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
 	firewall := fs.Bool("firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
 	exposureEvery := fs.Duration("exposure-scan", 15*time.Minute, "how often to scan this host for MCP servers reachable off the mesh and report them (0: never)")
-	auditFsync := fs.Duration("audit-fsync", 100*time.Millisecond, "how long an audit event, written before its call is forwarded, may wait for its fsync (0: hold every answer until its event is fsynced)")
+	auditFsync := fs.Duration("audit-fsync", auditlog.DefaultSyncEvery, "how long an audit event, written before its call is forwarded, may wait for its fsync (0: hold every answer until its event is fsynced)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err

@@ -40,6 +40,10 @@ const (
 	shipDelay = 100 * time.Millisecond
 )
 
+// DefaultSyncEvery is how long an event waits for its fsync unless the
+// node is told otherwise (`mcpmesh up --audit-fsync`).
+const DefaultSyncEvery = 100 * time.Millisecond
+
 // Log is the node's audit log. It is safe for concurrent use.
 type Log struct {
 	dir string
