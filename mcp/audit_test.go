@@ -81,3 +81,43 @@ func TestAnswerWaitsUntilTheAuditRecordIsDurable(t *testing.T) {
 		t.Fatal("the answer never came once the record was durable")
 	}
 }
+
+// The allowed messages of a batch are recorded in one piece, so a failure
+// part way cannot leave records of calls that were never forwarded: the
+// audit hook (the node's auditlog.Append, which is all or none) gets them
+// together, after the denials, and when it fails nothing is forwarded.
+func TestBatchRecordedInOnePiece(t *testing.T) {
+	r := newRig(t, &sdk.StreamableHTTPOptions{JSONResponse: true})
+	sid := r.rawSession(t, "127.0.0.2", "2025-03-26")
+	h := map[string]string{"Mcp-Session-Id": sid}
+	batch := `[
+		{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"}}},
+		{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_chart","arguments":{"text":"boom"}}},
+		{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"again"}}}
+	]`
+	r.mu.Lock()
+	r.batches = nil
+	r.mu.Unlock()
+	if a := r.post(t, "127.0.0.2", batch, h); a.status != 200 || a.byID(1) == nil || a.byID(3) == nil {
+		t.Fatalf("batch: %d %s", a.status, a.body)
+	}
+	r.mu.Lock()
+	got := r.batches
+	r.mu.Unlock()
+	if len(got) != 2 || len(got[0]) != 1 || got[0][0].Decision != "deny" || len(got[1]) != 2 ||
+		got[1][0].Tool != "echo" || got[1][1].Tool != "echo" || got[1][0].Decision != "allow" || got[1][1].Decision != "allow" {
+		t.Fatalf("audit hook calls: %+v", got)
+	}
+
+	r.mu.Lock()
+	r.auditErr = errors.New("disk full")
+	r.mu.Unlock()
+	ran := r.up.count("echo")
+	a := r.post(t, "127.0.0.2", batch, h)
+	if a.status != 503 || len(a.msgs) != 1 || !strings.Contains(errMsg(a.msgs[0]), "cannot record an audit event") {
+		t.Fatalf("batch without an audit record: %d %s", a.status, a.body)
+	}
+	if n := r.up.count("echo") - ran; n != 0 {
+		t.Fatalf("the upstream ran %d calls of a batch that could not be recorded", n)
+	}
+}

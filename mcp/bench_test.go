@@ -109,14 +109,14 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 // default `up --audit-fsync` (auditlog.DefaultSyncEvery): each event
 // written to the file before the call is forwarded, fsynced with the
 // others of its span.
-func auditLog(b *testing.B) func(api.AuditEvent) (func() error, error) {
+func auditLog(b *testing.B) func([]api.AuditEvent) (func() error, error) {
 	l, err := auditlog.Open(b.TempDir(), nil, auditlog.DefaultSyncEvery)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { l.Close() })
-	return func(ev api.AuditEvent) (func() error, error) {
-		_, err := l.Append(ev)
+	return func(evs []api.AuditEvent) (func() error, error) {
+		_, err := l.Append(evs...)
 		return nil, err
 	}
 }

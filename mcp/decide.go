@@ -212,11 +212,8 @@ func plainJSON(v any) any {
 	return v
 }
 
-// audit reports one decision.
-func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid string) (durable func() error, err error) {
-	if p.cfg.Audit == nil {
-		return nil, nil
-	}
+// event is the audit event of one decision.
+func (p *Proxy) event(d *decider, start time.Time, method string, v verdict, sid string) api.AuditEvent {
 	dec := "deny"
 	if v.allow {
 		dec = "allow"
@@ -225,7 +222,7 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 	if d.svc != nil {
 		svc = d.svc.Name
 	}
-	return p.cfg.Audit(api.AuditEvent{
+	return api.AuditEvent{
 		Time:       start.UTC(),
 		Node:       p.cfg.Node,
 		Caller:     d.caller.ID,
@@ -238,14 +235,22 @@ func (p *Proxy) audit(d *decider, start time.Time, method string, v verdict, sid
 		LatencyUS:  time.Since(start).Microseconds(),
 		ArgsDigest: v.digest,
 		Session:    sid,
-	})
+	}
+}
+
+// record reports decisions, all or none (Config.Audit).
+func (p *Proxy) record(evs ...api.AuditEvent) (durable func() error, err error) {
+	if p.cfg.Audit == nil || len(evs) == 0 {
+		return nil, nil
+	}
+	return p.cfg.Audit(evs)
 }
 
 // auditNow records a decision that is answered at once (a denial, a
 // message that could not be decided) and waits until it is durable. A
 // failure to record is logged; the request is refused either way.
 func (p *Proxy) auditNow(d *decider, start time.Time, method string, v verdict, sid string) {
-	durable, err := p.audit(d, start, method, v, sid)
+	durable, err := p.record(p.event(d, start, method, v, sid))
 	if err == nil && durable != nil {
 		err = durable()
 	}

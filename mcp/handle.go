@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
 )
 
 // HTTP headers of the Streamable HTTP transport.
@@ -114,7 +116,7 @@ func (x *exchange) stream() {
 		x.refuse(http.StatusBadRequest, "mcp: "+x.r.Method+" needs an "+hdrSession+" header", x.r.Method)
 		return
 	}
-	durable, err := x.p.audit(&x.d, x.start, x.r.Method, verdict{allow: true, reason: "session owner"}, x.sid)
+	durable, err := x.p.record(x.p.event(&x.d, x.start, x.r.Method, verdict{allow: true, reason: "session owner"}, x.sid))
 	if err != nil {
 		x.auditFailed(nil, err)
 		return
@@ -239,21 +241,19 @@ func (x *exchange) post() {
 		callID = msgs[0].id
 	}
 
-	// Record what is allowed before anything is forwarded; the records
+	// Record what is allowed before anything is forwarded, in one piece:
+	// a batch is recorded whole or refused whole, never half. The records
 	// become durable while the upstream works.
-	var durable []func() error
+	evs := make([]api.AuditEvent, 0, len(allowed))
 	for i, m := range msgs {
-		if !verdicts[i].allow {
-			continue
+		if verdicts[i].allow {
+			evs = append(evs, x.p.event(&x.d, x.start, methodOf(m), verdicts[i], x.sid))
 		}
-		d, err := x.p.audit(&x.d, x.start, methodOf(m), verdicts[i], x.sid)
-		if err != nil {
-			x.auditFailed(callID, err)
-			return
-		}
-		if d != nil {
-			durable = append(durable, d)
-		}
+	}
+	durable, err := x.p.record(evs...)
+	if err != nil {
+		x.auditFailed(callID, err)
+		return
 	}
 
 	var out []byte
@@ -278,7 +278,7 @@ func (x *exchange) post() {
 		}
 	}
 	resp, err := x.p.rt.RoundTrip(req)
-	x.waitDurable(durable...)
+	x.waitDurable(durable)
 	if err != nil {
 		writeRPCError(x.w, http.StatusBadGateway, callID, codeInternal, fmt.Sprintf("mcp: upstream of %q unreachable: %v", x.d.svc.Name, err))
 		return
@@ -304,14 +304,12 @@ func (x *exchange) auditFailed(id any, err error) {
 // waitDurable waits until the audit records of a forwarded call are
 // durable, before its answer goes out. A failure is logged: the call has
 // happened, and withholding its answer would not undo it.
-func (x *exchange) waitDurable(durable ...func() error) {
-	for _, d := range durable {
-		if d == nil {
-			continue
-		}
-		if err := d(); err != nil {
-			x.p.log.Error("mcp: audit event of a forwarded call may not be durable", "service", x.d.svc.Name, "caller", x.d.caller.ID, "err", err)
-		}
+func (x *exchange) waitDurable(durable func() error) {
+	if durable == nil {
+		return
+	}
+	if err := durable(); err != nil {
+		x.p.log.Error("mcp: audit event of a forwarded call may not be durable", "service", x.d.svc.Name, "caller", x.d.caller.ID, "err", err)
 	}
 }
 

@@ -165,7 +165,9 @@ type rig struct {
 	durable  func() error
 	// sink, when set before the first request, replaces the in-memory
 	// audit trail (the benchmarks use the node's real audit log).
-	sink func(api.AuditEvent) (func() error, error)
+	sink func([]api.AuditEvent) (func() error, error)
+	// batches are the events of each call of the audit hook.
+	batches [][]api.AuditEvent
 }
 
 func newRig(t testing.TB, opts *sdk.StreamableHTTPOptions) *rig {
@@ -186,16 +188,17 @@ func newRigTo(t testing.TB, url string) *rig {
 		Node:   "server-1",
 		WhoIs:  testWhoIs,
 		Policy: func() (*policy.Policy, uint64) { return r.pol.Load(), r.ver.Load() },
-		Audit: func(e api.AuditEvent) (func() error, error) {
+		Audit: func(evs []api.AuditEvent) (func() error, error) {
 			if r.sink != nil {
-				return r.sink(e)
+				return r.sink(evs)
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			r.batches = append(r.batches, append([]api.AuditEvent(nil), evs...))
 			if r.auditErr != nil {
 				return nil, r.auditErr
 			}
-			r.events = append(r.events, e)
+			r.events = append(r.events, evs...)
 			return r.durable, nil
 		},
 	})

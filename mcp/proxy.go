@@ -51,15 +51,17 @@ type Config struct {
 	// Policy returns the current compiled policy and its version. A nil
 	// policy denies every call.
 	Policy func() (*policy.Policy, uint64)
-	// Audit records one decision, with every field but Seq filled. For a
-	// call that is allowed it runs before anything is forwarded, and an
-	// error refuses the call: nothing reaches an upstream without an audit
-	// record. It returns a function that waits until the event is durable
-	// (nil when it is already); the proxy forwards the call meanwhile and
-	// releases the answer only after that wait, so the fsync overlaps the
-	// upstream's work and no caller sees an answer whose event could still
-	// be lost.
-	Audit func(api.AuditEvent) (durable func() error, err error)
+	// Audit records decisions, with every field but Seq filled, all or
+	// none: the allowed messages of one POST (a batch) come in one call,
+	// so that a failure part way never leaves a record of calls that were
+	// not forwarded. For calls that are allowed it runs before anything is
+	// forwarded, and an error refuses them: nothing reaches an upstream
+	// without an audit record. It returns a function that waits until the
+	// events are durable (nil when they are already); the proxy forwards
+	// the calls meanwhile and releases the answer only after that wait, so
+	// the fsync overlaps the upstream's work and no caller sees an answer
+	// whose event could still be lost.
+	Audit func([]api.AuditEvent) (durable func() error, err error)
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 	// MaxMessageBytes bounds a request body (default DefaultMaxMessageBytes).

@@ -607,9 +607,11 @@ func (n *Node) RecordAudit(ev api.AuditEvent) error {
 // appendAudit is the proxy's audit hook: the event goes into the file at
 // once; with AuditFsyncEvery zero, the returned function holds the answer
 // until the event is on disk.
-func (n *Node) appendAudit(ev api.AuditEvent) (func() error, error) {
-	ev.Node = n.enr.Name
-	seq, err := n.audit.Append(ev)
+func (n *Node) appendAudit(evs []api.AuditEvent) (func() error, error) {
+	for i := range evs {
+		evs[i].Node = n.enr.Name
+	}
+	seq, err := n.audit.Append(evs...)
 	if err != nil {
 		return nil, err
 	}

@@ -68,6 +68,8 @@ type Log struct {
 	mu struct {
 		sync.Mutex
 		f      *os.File
+		size   int64  // length of the file: where the next event goes
+		broken error  // set when a failed append left bytes that could not be cut off
 		seq    uint64 // last sequence written
 		acked  uint64 // last sequence the coordinator stored
 		notify chan struct{}
@@ -109,11 +111,7 @@ func Open(dir string, log *slog.Logger, syncEvery time.Duration) (*Log, error) {
 		f.Close()
 		return nil, fmt.Errorf("auditlog: cut torn tail: %w", err)
 	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("auditlog: %w", err)
-	}
-	l.mu.f, l.mu.seq = f, last
+	l.mu.f, l.mu.size, l.mu.seq = f, good, last
 	l.mu.notify = make(chan struct{}, 1)
 	l.sync.synced = last // recovered events were read back from the file
 	b, err := os.ReadFile(filepath.Join(dir, fileAcked))
@@ -240,31 +238,54 @@ func (l *Log) Record(ev api.AuditEvent) error {
 	return l.Sync(seq)
 }
 
-// Append writes an event, giving it the next sequence number, and returns
-// that number. The event is then in the file (it survives a crash of this
-// process) but not yet on disk (a power cut may lose it): Sync makes it
-// so. The proxy appends before it forwards a call and syncs while the
-// upstream works.
-func (l *Log) Append(ev api.AuditEvent) (uint64, error) {
+// Append writes events, giving them the next sequence numbers, and
+// returns the last of them. The events are written in one piece, all or
+// none: a write that fails part way (a full disk) is cut back off the
+// file, so a batch of calls is never half recorded and no torn line is
+// left in the middle of the log, where it would stop shipping and be cut
+// off, with every event after it, at the next Open. The events are then
+// in the file (they survive a crash of this process) but not yet on disk
+// (a power cut may lose them): Sync makes it so. The proxy appends before
+// it forwards a call and syncs while the upstream works.
+func (l *Log) Append(evs ...api.AuditEvent) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.mu.f == nil {
+	switch {
+	case l.mu.f == nil:
 		return 0, errors.New("auditlog: closed")
+	case l.mu.broken != nil:
+		return 0, l.mu.broken
+	case len(evs) == 0:
+		return l.mu.seq, nil
 	}
-	ev.Seq = l.mu.seq + 1
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return 0, fmt.Errorf("auditlog: encode: %w", err)
+	var buf []byte
+	seq := l.mu.seq
+	for _, ev := range evs {
+		seq++
+		ev.Seq = seq
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return 0, fmt.Errorf("auditlog: encode: %w", err)
+		}
+		buf = append(append(buf, b...), '\n')
 	}
-	if _, err := l.mu.f.Write(append(b, '\n')); err != nil {
+	if _, err := l.mu.f.WriteAt(buf, l.mu.size); err != nil {
+		if terr := l.mu.f.Truncate(l.mu.size); terr != nil {
+			// The torn bytes stay at the end of the file, where the next
+			// Open cuts them off; until then nothing more is appended
+			// after them.
+			l.mu.broken = fmt.Errorf("auditlog: a failed append could not be undone (restart the node to recover): %w", terr)
+			l.log.Error("audit log damaged", "err", l.mu.broken)
+		}
 		return 0, fmt.Errorf("auditlog: append: %w", err)
 	}
-	l.mu.seq = ev.Seq
+	l.mu.size += int64(len(buf))
+	l.mu.seq = seq
 	select {
 	case l.kick <- struct{}{}: // the flusher starts on it now, or right after the fsync it is in
 	default:
 	}
-	return ev.Seq, nil
+	return seq, nil
 }
 
 // Sync returns once every event up to seq is on disk. The fsync is the

@@ -17,31 +17,48 @@ func ev(tool string) api.AuditEvent {
 	return api.AuditEvent{Time: time.Now(), Caller: "spiffe://td/node/a", Service: "ehr", Method: "tools/call", Tool: tool, Decision: "deny"}
 }
 
-func TestSequenceSurvivesRestartAndTornTail(t *testing.T) {
-	dir := t.TempDir()
+// openWith opens a log in dir and records an event for each tool; the
+// log is closed when the test ends, if not before.
+func openWith(t *testing.T, dir string, tools ...string) *auditlog.Log {
+	t.Helper()
 	l, err := auditlog.Open(dir, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tool := range []string{"a", "b", "c"} {
+	t.Cleanup(func() { l.Close() })
+	for _, tool := range tools {
 		if err := l.Record(ev(tool)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l.Close()
+	return l
+}
+
+// reopen opens the log in dir again, as a restarted node does, and reads
+// back every event in it; the log is closed when the test ends.
+func reopen(t *testing.T, dir string) (*auditlog.Log, []api.AuditEvent) {
+	t.Helper()
+	l, err := auditlog.Open(dir, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	all, err := l.Read(func(*api.AuditEvent) bool { return true }, 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, all
+}
+
+func TestSequenceSurvivesRestartAndTornTail(t *testing.T) {
+	dir := t.TempDir()
+	openWith(t, dir, "a", "b", "c").Close()
 	// A crash mid-append leaves half a line.
 	f, _ := os.OpenFile(filepath.Join(dir, "audit.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"seq":4,"time":"2026-`)
 	f.Close()
 
-	l, err = auditlog.Open(dir, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.Record(ev("d")); err != nil {
-		t.Fatal(err)
-	}
+	l := openWith(t, dir, "d")
 	all, err := l.Read(func(*api.AuditEvent) bool { return true }, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -150,15 +167,7 @@ func TestGroupCommitCoversEveryEvent(t *testing.T) {
 	if err := l.Sync(last); err != nil {
 		t.Errorf("Sync after Close of an event Close flushed: %v", err)
 	}
-	l, err = auditlog.Open(dir, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	all, err := l.Read(func(*api.AuditEvent) bool { return true }, 10_000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, all := reopen(t, dir)
 	if len(all) != workers*each+1 || all[len(all)-1].Tool != "unsynced" {
 		t.Fatalf("after reopen: %d events, last %+v", len(all), all[len(all)-1])
 	}
