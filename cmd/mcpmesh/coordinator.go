@@ -92,9 +92,18 @@ func announceAddr(a net.Addr) string {
 }
 
 func newLogger(e *env, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	l, err := parseLevel(level)
+	if err != nil {
+		return nil, err
 	}
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// parseLevel reads a --log-level value.
+func parseLevel(level string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return 0, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	return l, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/mcpmesh/mcpmesh/identity"
@@ -26,6 +28,8 @@ type installOptions struct {
 	coordinator, token, hostname string
 	state, binary, root          string
 	tun, print, noStart, remove  bool
+	// up are the service's other `up` flags, given after --.
+	up []string
 }
 
 // serviceKind is how one operating system's service manager takes the
@@ -103,7 +107,7 @@ func (o installOptions) check(goos string, euid int) error {
 		return usageError{"--tun: kernel TUN mode is only available on Linux; " + goos + " runs the node in userspace mode"}
 	}
 	if o.remove {
-		if o.print || o.noStart || o.token != "" || o.coordinator != "" || o.hostname != "" || o.binary != "" {
+		if o.print || o.noStart || o.token != "" || o.coordinator != "" || o.hostname != "" || o.binary != "" || len(o.up) > 0 {
 			return usageError{"--remove takes only --state and --root"}
 		}
 	} else if o.token != "" && o.coordinator == "" {
@@ -140,7 +144,35 @@ func (o installOptions) args() []string {
 	if o.token != "" {
 		a = append(a, "--token-file", path.Join(o.state, joinTokenFile))
 	}
-	return a
+	return append(a, o.up...)
+}
+
+// ownUpFlags are the flags of `up` that install-service sets itself.
+var ownUpFlags = map[string]bool{"state": true, "tun": true, "coordinator": true, "hostname": true, "token": true, "token-file": true}
+
+// checkUpArgs checks the flags given after -- as `mcpmesh up` would at
+// the service's start, so that a mistake shows now rather than in the
+// service's log at the next boot.
+func checkUpArgs(e *env, args []string) error {
+	fs := newFlags(e, "up")
+	o := upFlags(e, fs)
+	pos, err := parse(fs, args, 0, -1)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError{fmt.Sprintf("%q after --: only flags of `mcpmesh up` go there", pos[0])}
+	}
+	var own []string
+	fs.Visit(func(f *flag.Flag) {
+		if ownUpFlags[f.Name] {
+			own = append(own, "--"+f.Name)
+		}
+	})
+	if len(own) > 0 {
+		return usageError{fmt.Sprintf("%s after --: give it to install-service itself, which sets it in the service", strings.Join(own, ", "))}
+	}
+	return o.check()
 }
 
 // under places an absolute path of the target system under root.
@@ -165,7 +197,17 @@ func runInstallService(ctx context.Context, e *env, args []string) error {
 	flags.StringVar(&o.root, "root", "", "write files under `DIR` instead of / (packaging); starts nothing")
 	flags.BoolVar(&o.noStart, "no-start", false, "write the files but do not enable or start the service")
 	flags.BoolVar(&o.remove, "remove", false, "stop, disable and delete the service (the node's state is kept)")
+	flags.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: mcpmesh install-service [flags] [-- up flags]\n\nFlags after -- go to the service's `mcpmesh up` (see `mcpmesh up -h`), e.g.\n  mcpmesh install-service --coordinator URL --token T -- --audit-fsync 0 --listen-port 41641\n\n")
+		flags.PrintDefaults()
+	}
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, o.up = args[:i], args[i+1:]
+	}
 	if _, err := parse(flags, args, 0, 0); err != nil {
+		return err
+	}
+	if err := checkUpArgs(e, o.up); err != nil {
 		return err
 	}
 	o.token = strings.TrimSpace(o.token)

@@ -180,6 +180,20 @@ func TestInstallServicePrintWritesTheUnitAndNoFiles(t *testing.T) {
 	}
 }
 
+// Flags after -- reach the service's `up` as given, checked now rather
+// than at the service's next start.
+func TestInstallServicePassesUpFlagsOn(t *testing.T) {
+	skipUnlessLinux(t)
+	stdout, stderr, code := runMain(t, "install-service", "--print", "--state", "/var/lib/mcpmesh", "--tun=false",
+		"--binary", "/usr/local/bin/mcpmesh", "--", "--audit-fsync", "0", "--listen-port", "41641", "--firewall=false")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "ExecStart=/usr/local/bin/mcpmesh up --state /var/lib/mcpmesh --audit-fsync 0 --listen-port 41641 --firewall=false\n") {
+		t.Errorf("the unit does not run up with the flags after --:\n%s", stdout)
+	}
+}
+
 func TestInstallServiceUsageErrors(t *testing.T) {
 	for name, args := range map[string][]string{
 		"token without coordinator": {"--print", "--token", "x"},
@@ -189,6 +203,12 @@ func TestInstallServiceUsageErrors(t *testing.T) {
 		"remove with a token":       {"--remove", "--root", "/nonexistent", "--token", "x"},
 		"print and root":            {"--print", "--root", "/tmp"},
 		"positional argument":       {"--print", "extra"},
+		"unknown up flag":           {"--print", "--", "--bogus"},
+		"up flag it sets itself":    {"--print", "--", "--state", "/srv/mcpmesh"},
+		"negative audit fsync":      {"--print", "--", "--audit-fsync", "-1s"},
+		"bad log level":             {"--print", "--", "--log-level", "loud"},
+		"argument after --":         {"--print", "--", "extra"},
+		"remove with up flags":      {"--remove", "--root", "/nonexistent", "--", "--audit-fsync", "0"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			stdout, stderr, code := runMain(t, append([]string{"install-service"}, args...)...)

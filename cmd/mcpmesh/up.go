@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,25 +21,62 @@ import (
 	"github.com/mcpmesh/mcpmesh/tunnel/kernel"
 )
 
+// upOptions are the flags of `mcpmesh up`.
+type upOptions struct {
+	coord, token, state, hostname, advertise, tokenFile, logLevel string
+	port                                                          uint
+	tun, firewall                                                 bool
+	exposureEvery, auditFsync                                     time.Duration
+}
+
+// upFlags defines the flags of `mcpmesh up` on fs. install-service checks
+// the options it passes on to the service's `up` with the same set, so a
+// mistake is reported when the service is installed, not in its log at
+// the next boot.
+func upFlags(e *env, fs *flag.FlagSet) *upOptions {
+	o := &upOptions{}
+	fs.StringVar(&o.coord, "coordinator", "", "coordinator URL, e.g. https://10.0.0.1:7443 (first start)")
+	fs.StringVar(&o.token, "token", "", "join token from `mcpmesh token create` (first start)")
+	fs.StringVar(&o.state, "state", defaultStateDir(e), "state directory (keys, SVID, last netmap, LocalAPI socket)")
+	fs.StringVar(&o.hostname, "hostname", "", "node name (default: this host's name)")
+	fs.UintVar(&o.port, "listen-port", 0, "WireGuard UDP port (default: any free port)")
+	fs.StringVar(&o.advertise, "advertise", "", "endpoint peers should use, ip:port (default: the address the coordinator sees)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "read the join token from this file, and delete it once enrolled (for service units)")
+	fs.BoolVar(&o.tun, "tun", false, "kernel TUN mode with a real interface (needs root)")
+	fs.BoolVar(&o.firewall, "firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
+	fs.DurationVar(&o.exposureEvery, "exposure-scan", 15*time.Minute, "how often to scan this host for MCP servers reachable off the mesh and report them (0: never)")
+	fs.DurationVar(&o.auditFsync, "audit-fsync", auditlog.DefaultSyncEvery, "how long an audit event, written before its call is forwarded, may wait for its fsync (0: hold every answer until its event is fsynced)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return o
+}
+
+// check rejects values that cannot work on any host.
+func (o *upOptions) check() error {
+	switch {
+	case o.auditFsync < 0:
+		return usageError{"--audit-fsync must be 0 or more"}
+	case o.token != "" && o.tokenFile != "":
+		return usageError{"give --token or --token-file, not both"}
+	case o.port > 65535:
+		return usageError{"--listen-port must be at most 65535"}
+	case o.exposureEvery < 0:
+		return usageError{"--exposure-scan must be 0 (never) or more"}
+	}
+	_, err := parseLevel(o.logLevel)
+	return err
+}
+
 func runUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "up")
-	coord := fs.String("coordinator", "", "coordinator URL, e.g. https://10.0.0.1:7443 (first start)")
-	token := fs.String("token", "", "join token from `mcpmesh token create` (first start)")
-	state := fs.String("state", defaultStateDir(e), "state directory (keys, SVID, last netmap, LocalAPI socket)")
-	hostname := fs.String("hostname", "", "node name (default: this host's name)")
-	port := fs.Uint("listen-port", 0, "WireGuard UDP port (default: any free port)")
-	advertise := fs.String("advertise", "", "endpoint peers should use, ip:port (default: the address the coordinator sees)")
-	tokenFile := fs.String("token-file", "", "read the join token from this file, and delete it once enrolled (for service units)")
-	tun := fs.Bool("tun", false, "kernel TUN mode with a real interface (needs root)")
-	firewall := fs.Bool("firewall", true, "in TUN mode, guard the mesh addresses with nftables rules (table inet mcpmesh) and allow serve --lockdown")
-	exposureEvery := fs.Duration("exposure-scan", 15*time.Minute, "how often to scan this host for MCP servers reachable off the mesh and report them (0: never)")
-	auditFsync := fs.Duration("audit-fsync", auditlog.DefaultSyncEvery, "how long an audit event, written before its call is forwarded, may wait for its fsync (0: hold every answer until its event is fsynced)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	o := upFlags(e, fs)
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
+	if err := o.check(); err != nil {
+		return err
+	}
 	var newTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error) // nil: userspace
-	if *tun {
+	if o.tun {
 		switch {
 		case runtime.GOOS != "linux":
 			return errors.New("--tun: kernel TUN mode is only available on Linux; run without --tun for userspace mode")
@@ -50,18 +88,12 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	var fw node.Firewall
-	if *tun && *firewall {
+	if o.tun && o.firewall {
 		fw = platform.NewFirewall()
 	}
-	if *auditFsync < 0 {
-		return usageError{"--audit-fsync must be 0 or more"}
-	}
-	if *token != "" && *tokenFile != "" {
-		return usageError{"give --token or --token-file, not both"}
-	}
-	joinToken := *token
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
+	joinToken := o.token
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
 		switch {
 		case err == nil:
 			joinToken = string(b)
@@ -72,25 +104,22 @@ func runUp(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--token-file: %w", err)
 		}
 	}
-	if *port > 65535 {
-		return usageError{"--listen-port must be at most 65535"}
-	}
-	log, err := newLogger(e, *logLevel)
+	log, err := newLogger(e, o.logLevel)
 	if err != nil {
 		return err
 	}
 	n, err := node.Start(ctx, node.Config{
-		StateDir:          *state,
-		Coordinator:       *coord,
+		StateDir:          o.state,
+		Coordinator:       o.coord,
 		Token:             strings.TrimSpace(joinToken),
-		Hostname:          *hostname,
-		ListenPort:        uint16(*port),
-		Advertise:         *advertise,
+		Hostname:          o.hostname,
+		ListenPort:        uint16(o.port),
+		Advertise:         o.advertise,
 		Logger:            log,
 		NewTunnel:         newTunnel,
 		Firewall:          fw,
-		ExposureScanEvery: *exposureEvery,
-		AuditFsyncEvery:   *auditFsync,
+		ExposureScanEvery: o.exposureEvery,
+		AuditFsyncEvery:   o.auditFsync,
 	})
 	if err != nil {
 		if errors.Is(err, node.ErrFirewall) {
@@ -98,13 +127,13 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	if *tokenFile != "" && joinToken != "" {
+	if o.tokenFile != "" && joinToken != "" {
 		// The token is spent (or was not needed): do not leave a secret behind.
-		if err := os.Remove(*tokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			log.Warn("join token file not removed", "file", *tokenFile, "err", err)
+		if err := os.Remove(o.tokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("join token file not removed", "file", o.tokenFile, "err", err)
 		}
 	}
-	log.Info("node up", "name", n.Name(), "id", n.ID(), "addresses", n.Addresses(), "socket", filepath.Join(*state, node.SocketName))
+	log.Info("node up", "name", n.Name(), "id", n.ID(), "addresses", n.Addresses(), "socket", filepath.Join(o.state, node.SocketName))
 	select {
 	case <-ctx.Done():
 		log.Info("signal received; leaving the mesh")
