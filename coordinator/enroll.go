@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -68,9 +69,10 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 			}
 			return nil
 		},
-		Node:    store.Node{Name: req.Hostname, ID: id.String(), WireGuardKey: req.WireGuardKey, Endpoint: ep},
-		AddrFor: func(seq uint64) (netip.Addr, netip.Addr, error) { return addrFor(s.td, seq) },
-		Now:     now,
+		Node:        store.Node{Name: req.Hostname, ID: id.String(), WireGuardKey: req.WireGuardKey, Endpoint: ep},
+		AddrFor:     func(seq uint64) (netip.Addr, netip.Addr, error) { return addrFor(s.td, seq) },
+		Now:         now,
+		IdentityKey: keyOf(leaf),
 	})
 	if err != nil {
 		code, msg := enrollError(err)
@@ -78,11 +80,11 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, msg)
 		return
 	}
-	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: n.Name, Expires: leaf.NotAfter}); err != nil {
+	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: n.Name, Expires: leaf.NotAfter, Key: keyOf(leaf)}); err != nil {
 		s.log.Error("record serial", "node", n.Name, "err", err)
 	}
 	s.applyLocked(&n, version, store.EventJoin)
-	s.log.Info("node enrolled", "node", n.Name, "id", n.ID, "ipv4", n.IPv4, "version", version)
+	s.log.Info("node enrolled", "node", n.Name, "id", n.ID, "ipv4", n.IPv4, "version", version, "again", n.Created.Before(now))
 	writeJSON(w, http.StatusOK, api.EnrollResponse{
 		Node:      apiNode(&n, false),
 		SVID:      identity.EncodeCertsPEM(leaf),
@@ -104,7 +106,7 @@ func enrollError(err error) (int, string) {
 	case errors.Is(err, store.ErrTokenUsed):
 		return http.StatusForbidden, "join token was already used; tokens are single-use unless created with --reusable"
 	case errors.Is(err, store.ErrNameTaken):
-		return http.StatusConflict, "a node with this name is already enrolled; choose another --hostname"
+		return http.StatusConflict, "a node with this name is already enrolled (with another identity key); choose another --hostname"
 	case errors.Is(err, store.ErrRevoked):
 		return http.StatusForbidden, "a node with this name was revoked and cannot enroll again; choose another --hostname"
 	}
@@ -134,6 +136,14 @@ func endpointFor(r *http.Request, info api.EndpointInfo) (netip.AddrPort, error)
 
 func serialHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
 
+// keyOf is the fingerprint of an SVID's public key (SHA-256 of its
+// SubjectPublicKeyInfo): the CA signed it only after the CSR's signature
+// proved the node holds the private key.
+func keyOf(c *x509.Certificate) []byte {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return sum[:]
+}
+
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	var req api.RenewRequest
@@ -145,7 +155,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: c.name, Expires: leaf.NotAfter}); err != nil {
+	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: c.name, Expires: leaf.NotAfter, Key: keyOf(leaf)}); err != nil {
 		httpError(w, http.StatusInternalServerError, "record serial: "+err.Error())
 		return
 	}

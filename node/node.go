@@ -6,6 +6,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -147,12 +148,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.enr, err = n.state.enrolled(); err != nil {
 		return nil, err
 	}
-	if n.enr == nil {
-		if err := n.enroll(ctx, wgKey); err != nil {
-			return nil, err
-		}
-	} else if cfg.Token != "" {
+	switch expired := n.svidExpired(); {
+	case n.enr == nil:
+		err = n.enroll(ctx, wgKey, false)
+	case !expired.IsZero():
+		err = n.enroll(ctx, wgKey, true)
+	case cfg.Token != "":
 		n.log.Info("already enrolled; ignoring the join token", "node", n.enr.Name)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := n.loadIdentity(); err != nil {
 		return nil, err
@@ -225,14 +230,43 @@ func DefaultHostname() string {
 	return s
 }
 
-func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
-	if n.cfg.Token == "" || n.cfg.Coordinator == "" {
+// svidExpired returns when the saved SVID expired, or the zero time if it
+// has not (or cannot be read, which loadIdentity reports).
+func (n *Node) svidExpired() time.Time {
+	if n.enr == nil {
+		return time.Time{}
+	}
+	cred, err := n.state.credential(n.idKey)
+	if err != nil || len(cred.Certs) == 0 || time.Now().Before(cred.Certs[0].NotAfter) {
+		return time.Time{}
+	}
+	return cred.Certs[0].NotAfter
+}
+
+// enroll enrolls the node with the join token. again is an enrolled node
+// whose SVID expired while it was not running (it renews only while it
+// runs): the coordinator knows it by the identity key of its last SVID,
+// and it keeps its name, addresses, keys, netmap and audit log.
+func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key, again bool) error {
+	coord, port, name := n.cfg.Coordinator, n.cfg.ListenPort, n.cfg.Hostname
+	if again {
+		if n.cfg.Token == "" {
+			return fmt.Errorf("node: the SVID of %s expired at %s, while the node was not running; enroll it again with a join token: `mcpmesh up --token TOKEN` (from `mcpmesh token create`), which keeps its name, addresses and audit log",
+				n.enr.Name, n.svidExpired().Local().Format(time.RFC3339))
+		}
+		if name != "" && name != n.enr.Name {
+			return fmt.Errorf("node: %s enrolled as %s; --hostname %s would be another node (give it another --state)", n.state.dir, n.enr.Name, name)
+		}
+		name, coord = n.enr.Name, cmp.Or(coord, n.enr.Coordinator)
+		port = cmp.Or(port, n.enr.ListenPort)
+		n.log.Warn("the SVID expired while the node was not running; enrolling again with the join token", "node", name)
+	}
+	if n.cfg.Token == "" || coord == "" {
 		return fmt.Errorf("node: %s holds no enrollment; pass --coordinator URL and --token TOKEN (from `mcpmesh token create`)", n.state.dir)
 	}
 	// The port is chosen now so the join already tells peers where this
 	// node listens: a peer that learns of us can start the handshake
 	// itself instead of dropping ours and waiting out WireGuard's 5 s retry.
-	port := n.cfg.ListenPort
 	if port == 0 {
 		var err error
 		if port, err = freeUDPPort(); err != nil {
@@ -243,7 +277,6 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	name := n.cfg.Hostname
 	if name == "" {
 		name = DefaultHostname()
 	}
@@ -265,7 +298,7 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 		csr, err := identity.NewCSR(n.idKey, id)
 		return csr, id, err
 	}
-	td, err := controlclient.TrustDomainOf(ctx, n.cfg.Coordinator, tok)
+	td, err := controlclient.TrustDomainOf(ctx, coord, tok)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -273,7 +306,7 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 	if err != nil {
 		return err
 	}
-	resp, err := controlclient.Enroll(ctx, n.cfg.Coordinator, tok, api.EnrollRequest{
+	resp, err := controlclient.Enroll(ctx, coord, tok, api.EnrollRequest{
 		Hostname:     name,
 		WireGuardKey: pub.String(),
 		CSR:          csr,
@@ -285,16 +318,19 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key) error {
 	if err := n.state.saveSVID(resp.SVID, resp.Bundle); err != nil {
 		return err
 	}
-	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: n.cfg.Coordinator, NetmapKey: resp.NetmapKey, ListenPort: port}
+	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: coord, NetmapKey: resp.NetmapKey, ListenPort: port}
 	if err := n.state.saveEnrolled(n.enr); err != nil {
 		return err
 	}
-	// The enrollment's own record seeds the netmap (version 0: any map from
-	// the coordinator supersedes it) so the tunnel has its addresses.
-	if err := n.state.saveNetmap(&controlclient.Netmap{Self: resp.Node, Peers: map[string]api.Peer{}}); err != nil {
-		return err
+	if !again {
+		// The enrollment's own record seeds the netmap (version 0: any map
+		// from the coordinator supersedes it) so the tunnel has its
+		// addresses. A node enrolling again keeps the map it has.
+		if err := n.state.saveNetmap(&controlclient.Netmap{Self: resp.Node, Peers: map[string]api.Peer{}}); err != nil {
+			return err
+		}
 	}
-	n.log.Info("enrolled", "node", name, "id", id, "addresses", resp.Node.Addresses)
+	n.log.Info("enrolled", "node", name, "id", id, "addresses", resp.Node.Addresses, "again", again)
 	return nil
 }
 
@@ -516,6 +552,20 @@ func (n *Node) runRenewal(ctx context.Context) {
 			var se *api.StatusError
 			if errors.As(err, &se) && se.Permanent() {
 				n.log.Error("SVID renewal refused", "err", err)
+				return
+			}
+			n.mu.Lock()
+			expires := n.mu.svidExpires
+			n.mu.Unlock()
+			if !time.Now().Before(expires) {
+				// The coordinator no longer accepts it, and waiting will
+				// not change that (the host slept, or the coordinator was
+				// away, for longer than the SVID lives).
+				err := fmt.Errorf("the SVID expired at %s before it could be renewed (last error: %v); restart the node with a join token to enroll it again: `mcpmesh up --token TOKEN`", expires.Local().Format(time.RFC3339), err)
+				n.mu.Lock()
+				n.mu.connected, n.mu.controlErr = false, err
+				n.mu.Unlock()
+				n.log.Error("SVID expired", "err", err)
 				return
 			}
 			n.log.Warn("SVID renewal failed; retrying", "err", err, "in", retry)

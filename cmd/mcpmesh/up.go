@@ -173,9 +173,12 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 			conn += ": " + st.ControlError
 		}
 	}
-	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        expires %s (in %s)\ncoordinator: %s (%s)\nnetmap:      v%d\ndata plane:  %s\n",
-		st.Name, st.ID, joinAddrs(st.Addresses), st.SVIDExpires.Local().Format(time.RFC3339),
-		time.Until(st.SVIDExpires).Round(time.Second), st.Coordinator, conn, st.NetmapVersion, st.DataPlane)
+	svid := fmt.Sprintf("expires %s (in %s)", st.SVIDExpires.Local().Format(time.RFC3339), time.Until(st.SVIDExpires).Round(time.Second))
+	if time.Until(st.SVIDExpires) <= 0 {
+		svid = fmt.Sprintf("EXPIRED at %s; enroll again with `mcpmesh up --token TOKEN`", st.SVIDExpires.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        %s\ncoordinator: %s (%s)\nnetmap:      v%d\ndata plane:  %s\n",
+		st.Name, st.ID, joinAddrs(st.Addresses), svid, st.Coordinator, conn, st.NetmapVersion, st.DataPlane)
 	if st.Firewall != "" {
 		fmt.Fprintf(e.stdout, "firewall:    %s\n", st.Firewall)
 	}

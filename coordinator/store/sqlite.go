@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -42,6 +43,13 @@ CREATE TABLE IF NOT EXISTS nodes (
 	created    INTEGER NOT NULL,
 	last_seen  INTEGER NOT NULL,
 	revoked_at INTEGER NOT NULL DEFAULT 0
+);
+-- The identity key (SHA-256 of its SubjectPublicKeyInfo) of each node's
+-- latest SVID: a node whose SVID expired while it was away proves with it,
+-- and a fresh join token, that it is the same node enrolling again.
+CREATE TABLE IF NOT EXISTS node_keys (
+	node TEXT PRIMARY KEY REFERENCES nodes(name),
+	spki BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS serials (
 	serial  TEXT PRIMARY KEY,
@@ -192,13 +200,28 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 		if !t.Reusable && t.Uses > 0 {
 			return ErrTokenUsed
 		}
-		var revokedAt int64
-		err = tx.QueryRowContext(ctx, `SELECT revoked_at FROM nodes WHERE name = ?`, n.Name).Scan(&revokedAt)
+		old, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ?`, n.Name))
 		switch {
-		case err == nil && revokedAt != 0:
+		case err == nil && old.Revoked():
 			return fmt.Errorf("%w: %q was revoked and cannot enroll again", ErrRevoked, n.Name)
 		case err == nil:
-			return fmt.Errorf("%w: %q", ErrNameTaken, n.Name)
+			var key []byte
+			err := tx.QueryRowContext(ctx, `SELECT spki FROM node_keys WHERE node = ?`, n.Name).Scan(&key)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("store: look up node key: %w", err)
+			}
+			if len(e.IdentityKey) == 0 || !bytes.Equal(key, e.IdentityKey) {
+				return fmt.Errorf("%w: %q", ErrNameTaken, n.Name)
+			}
+			// The same node, back with a fresh token after its SVID
+			// expired: it keeps its addresses and tags.
+			old.WireGuardKey, old.Endpoint, old.LastSeen = n.WireGuardKey, n.Endpoint, e.Now
+			n = old
+			if _, err := tx.ExecContext(ctx, `UPDATE nodes SET wg_key = ?, endpoint = ?, last_seen = ? WHERE name = ?`,
+				n.WireGuardKey, addrPortString(n.Endpoint), n.LastSeen.UnixNano(), n.Name); err != nil {
+				return fmt.Errorf("store: update node %q: %w", n.Name, err)
+			}
+			return spendAndLog(ctx, tx, t.ID, n.Name, &version)
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: look up node: %w", err)
 		}
@@ -225,16 +248,36 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 		if err != nil {
 			return fmt.Errorf("store: insert node %q: %w", n.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE id = ?`, t.ID); err != nil {
-			return fmt.Errorf("store: consume token: %w", err)
+		if err := setNodeKey(ctx, tx, n.Name, e.IdentityKey); err != nil {
+			return err
 		}
-		version, err = logEvent(ctx, tx, n.Name, EventJoin)
-		return err
+		return spendAndLog(ctx, tx, t.ID, n.Name, &version)
 	})
 	if err != nil {
 		return Node{}, 0, err
 	}
 	return n, version, nil
+}
+
+// spendAndLog counts a use of the token and logs the node's join.
+func spendAndLog(ctx context.Context, tx *sql.Tx, token, node string, version *uint64) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE id = ?`, token); err != nil {
+		return fmt.Errorf("store: consume token: %w", err)
+	}
+	v, err := logEvent(ctx, tx, node, EventJoin)
+	*version = v
+	return err
+}
+
+// setNodeKey records the identity key of a node's latest SVID.
+func setNodeKey(ctx context.Context, tx *sql.Tx, node string, key []byte) error {
+	if len(key) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO node_keys (node, spki) VALUES (?, ?) ON CONFLICT(node) DO UPDATE SET spki = excluded.spki`, node, key); err != nil {
+		return fmt.Errorf("store: record node key: %w", err)
+	}
+	return nil
 }
 
 // nextMeta increments and returns a counter kept in meta.
@@ -418,6 +461,9 @@ func (s *SQLite) RecordSerial(ctx context.Context, sr Serial) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO serials (serial, node, expires) VALUES (?, ?, ?)`,
 			sr.Serial, sr.Node, sr.Expires.UnixNano()); err != nil {
 			return fmt.Errorf("store: record serial: %w", err)
+		}
+		if err := setNodeKey(ctx, tx, sr.Node, sr.Key); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM serials WHERE node = ? AND expires < ?`,
 			sr.Node, time.Now().Add(-time.Hour).UnixNano()); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -224,5 +225,64 @@ func TestSurvivesKillNineMidWrite(t *testing.T) {
 		}
 		t.Logf("round %d: %d nodes committed before kill -9", round, len(nodes))
 		s.Close()
+	}
+}
+
+// A node enrolls again under its name only with the identity key of its
+// latest SVID (renewals move it), keeping its record; the token is spent;
+// a revoked node never does.
+func TestEnrollAgainNeedsTheNodesLatestKey(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "db"))
+	now := time.Now()
+	for _, id := range []string{"t1", "t2", "t3", "t4", "t5"} {
+		if err := s.CreateToken(ctx, store.Token{ID: id, SecretHash: []byte{1}, Tags: []string{"tag:" + id}, Created: now, Expires: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	with := func(token string, key string) store.Enrollment {
+		e := enrollment(token, "a", now.Add(time.Minute))
+		e.Node.WireGuardKey = "wg-a-" + token
+		e.IdentityKey = []byte(key)
+		return e
+	}
+	first, _, err := s.Enroll(ctx, with("t1", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t2", "someone else's")); !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("another key: %v", err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t2", "")); !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("no key: %v", err)
+	}
+	again, v, err := s.Enroll(ctx, with("t2", "k1"))
+	if err != nil {
+		t.Fatalf("the same key: %v", err)
+	}
+	if again.IPv4 != first.IPv4 || again.ID != first.ID || !slices.Equal(again.Tags, first.Tags) || again.WireGuardKey != "wg-a-t2" || v <= 1 {
+		t.Fatalf("enrolled again as %+v (v%d), first %+v", again, v, first)
+	}
+	if stored, err := s.Node(ctx, "a"); err != nil || stored.WireGuardKey != "wg-a-t2" || stored.IPv4 != first.IPv4 {
+		t.Fatalf("stored %+v %v", stored, err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t2", "k1")); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("the token was not spent: %v", err)
+	}
+	// A renewal with a new key moves the key that counts.
+	if err := s.RecordSerial(ctx, store.Serial{Serial: "01", Node: "a", Expires: now.Add(time.Hour), Key: []byte("k2")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t3", "k1")); !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("the key before the renewal: %v", err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t3", "k2")); err != nil {
+		t.Fatalf("the renewed key: %v", err)
+	}
+	if _, _, err := s.Revoke(ctx, "a", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Enroll(ctx, with("t4", "k2")); !errors.Is(err, store.ErrRevoked) {
+		t.Fatalf("a revoked node with its key: %v", err)
 	}
 }

@@ -98,6 +98,9 @@ type Serial struct {
 	Serial  string // hex
 	Node    string
 	Expires time.Time
+	// Key is the SHA-256 of the SVID's SubjectPublicKeyInfo: the latest
+	// one is the key with which the node may enroll again (Enrollment).
+	Key []byte
 }
 
 // Enrollment is everything the store needs to enroll a node atomically.
@@ -110,6 +113,13 @@ type Enrollment struct {
 	// AddrFor maps the allocation sequence number to the node's addresses.
 	AddrFor func(seq uint64) (netip.Addr, netip.Addr, error)
 	Now     time.Time
+	// IdentityKey is the SHA-256 of the SubjectPublicKeyInfo in the CSR
+	// (whose signature proves the node holds the key). When a node of the
+	// same name exists, is not revoked and its latest SVID was for this
+	// key, it is that node enrolling again after its SVID expired: it
+	// keeps its record (addresses, tags) and gets its new WireGuard key
+	// and endpoint. Any other name clash is ErrNameTaken.
+	IdentityKey []byte
 }
 
 // Store is the coordinator's persistence. Implementations are safe for
@@ -118,8 +128,9 @@ type Store interface {
 	// CreateToken stores a new join token.
 	CreateToken(ctx context.Context, t Token) error
 	// Enroll consumes the token (unless reusable), allocates addresses,
-	// inserts the node and logs the join in one transaction. Nothing changes
-	// when it fails.
+	// inserts the node (or renews the record of the same node enrolling
+	// again, see Enrollment.IdentityKey) and logs the join in one
+	// transaction. Nothing changes when it fails.
 	Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 	// Node returns one node by name.
 	Node(ctx context.Context, name string) (Node, error)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,4 +210,55 @@ func readCredential(t *testing.T, dir string) *identity.Credential {
 		t.Fatal(err)
 	}
 	return &identity.Credential{Certs: certs, Key: key, Roots: roots}
+}
+
+// A node whose SVID expired while it was not running (a laptop closed for
+// longer than an SVID lives) says what to do, and comes back with a fresh
+// join token as itself: the same SPIFFE ID and mesh addresses, reachable
+// by its peers again. Someone else with a valid token but without the
+// node's identity key cannot take its name that way.
+func TestNodeWhoseSVIDExpiredOfflineEnrollsAgainAsItself(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{SVIDTTL: 2 * time.Second})
+	a, b := m.AddNode("node-a"), m.AddNode("node-b")
+	m.WaitPeers(a, "node-b")
+	id, addrs := b.ID(), b.Addresses()
+	m.StopNode("node-b")
+	expiry := readCredential(t, m.NodeDir("node-b")).Certs[0].NotAfter
+	time.Sleep(time.Until(expiry) + 200*time.Millisecond)
+
+	_, err := m.StartNode("node-b", "")
+	if err == nil || !strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "--token") {
+		t.Fatalf("start with an expired SVID and no token: %v", err)
+	}
+	tok := func() string { return m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour)}) }
+	if _, err := m.StartNodeAt(t.TempDir(), "node-b", tok()); err == nil || !strings.Contains(err.Error(), "already enrolled") {
+		t.Fatalf("a stranger enrolling as node-b: %v", err)
+	}
+
+	b2, err := m.StartNode("node-b", tok())
+	if err != nil {
+		t.Fatalf("enrolling again with a token: %v", err)
+	}
+	if b2.ID() != id || !slices.Equal(b2.Addresses(), addrs) {
+		t.Fatalf("came back as %s %v, was %s %v", b2.ID(), b2.Addresses(), id, addrs)
+	}
+	waitFor(t, "node-b connected", func() bool {
+		st, err := b2.Status()
+		return err == nil && st.Connected && time.Until(st.SVIDExpires) > 0
+	})
+	serveEcho(t, b2)
+	mustEcho(t, a, b2)
+}
+
+// A running node whose SVID expires before it can renew it (the
+// coordinator was away for longer than an SVID lives) stops retrying and
+// says in its status what to do.
+func TestNodeSaysWhenItsSVIDExpiredWhileRunning(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{SVIDTTL: 2 * time.Second})
+	a := m.AddNode("node-a")
+	m.StopCoordinator()
+	waitFor(t, "the SVID expired in the status", func() bool {
+		st, err := a.Status()
+		return err == nil && !st.Connected && strings.Contains(st.ControlError, "SVID expired") && strings.Contains(st.ControlError, "--token")
+	})
 }
