@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,7 +64,8 @@ type cpuClock func() time.Duration
 
 // BenchmarkToolsCall measures tools/call through the proxy against direct
 // calls to the same upstream in the same run, with the upstream, the proxy
-// and 64 concurrent SDK client sessions all in this process. It reports
+// and 64 concurrent SDK client sessions all in this process. A bare TCP
+// relay is measured alongside: the floor of any extra hop. It reports
 // p50/p99 latency, the latency the proxy adds and the throughput ratio
 // (proxy/direct). b.N is the number of calls each way; the serial (one
 // session) figures use up to 2000 calls.
@@ -74,7 +76,7 @@ func BenchmarkToolsCall(b *testing.B) {
 	r.sink = auditLog(b)
 	ss := newSessionPool(httpFrom(b, "127.0.0.2"))
 	b.Cleanup(ss.close)
-	measure(b, r.up.url, r.endpoint(), "", ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
+	measure(b, r.up.url, r.endpoint(), relayTo(b, r.up.url), ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
 }
 
 // BenchmarkToolsCallSeparateProcesses is BenchmarkToolsCall deployed as in
@@ -94,12 +96,7 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 	cl := startRole(b, "clients")
 	r := newRigTo(b, first.Upstream)
 	r.sink = auditLog(b)
-	u, err := url.Parse(first.Upstream)
-	if err != nil {
-		b.Fatal(err)
-	}
-	relay := "http://" + startRelay(b, u.Host) + u.Path
-	measure(b, first.Upstream, r.endpoint(), relay, cl.run, func() time.Duration {
+	measure(b, first.Upstream, r.endpoint(), relayTo(b, first.Upstream), cl.run, func() time.Duration {
 		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
 	})
 }
@@ -195,6 +192,16 @@ func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClo
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
 }
 
+// relayTo is the MCP endpoint at upstream reached through a bare TCP
+// relay (startRelay) in this process.
+func relayTo(b *testing.B, upstream string) string {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return "http://" + startRelay(b, u.Host) + u.Path
+}
+
 // startRelay relays TCP connections to addr (host:port) byte for byte: the
 // cheapest hop there is, with no HTTP or MCP work (on Linux, io.Copy
 // between TCP sockets splices in the kernel).
@@ -205,7 +212,7 @@ func startRelay(b *testing.B, addr string) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	go func() {
+	go pprof.Do(context.Background(), pprof.Labels("role", "relay"), func(context.Context) {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -222,7 +229,7 @@ func startRelay(b *testing.B, addr string) string {
 				io.Copy(c, u)
 			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,7 +212,7 @@ func newRigTo(t testing.TB, url string) *rig {
 	}
 	r.base = "http://" + ln.Addr().String()
 	done := make(chan error, 1)
-	go func() { done <- r.proxy.Serve(ln) }()
+	go pprof.Do(context.Background(), pprof.Labels("role", "proxy"), func(context.Context) { done <- r.proxy.Serve(ln) })
 	t.Cleanup(func() {
 		r.proxy.Close()
 		if err := <-done; err != nil {

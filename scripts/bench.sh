@@ -84,8 +84,8 @@ if ! skipped proxy; then
 		echo "the event written to the node's real audit log as \`up\` does by default: before"
 		echo "forwarding, fsynced within 100 ms) against direct calls to the same Go SDK"
 		echo "upstream, in rotating rounds, on loopback: serially (one session) and with 64"
-		echo "concurrent sessions. The three-process run also measures a bare TCP relay"
-		echo "(the floor of any extra hop)."
+		echo "concurrent sessions. Both runs also measure a bare TCP relay in the proxy's"
+		echo "place (the floor of any extra hop: no HTTP or MCP work at all)."
 		echo "*One process*: SDK clients, proxy and upstream share a process (and its"
 		echo "garbage collector). *Three processes*: clients, proxy and upstream each in a"
 		echo "process of its own, as deployed (the proxy is the node daemon; a client never"
@@ -105,8 +105,8 @@ if ! skipped proxy; then
 				"proxy-cpu-µs/call|64 sessions, CPU per call, through the proxy (µs)" \
 				"throughput-ratio|**throughput ratio**" \
 				"serial-relay-added-p50-µs|bare TCP relay: serial, added at p50 (µs)" \
+				"relay-cpu-µs/call|bare TCP relay: CPU per call (µs)" \
 				"relay-ratio|bare TCP relay: throughput ratio"; do
-				[ "$b" = ToolsCall ] && [[ $m == *relay* ]] && continue
 				unit=${m%%|*} name=${m#*|}
 				row="| $label: $name"
 				for i in 1 2 3; do
