@@ -6,6 +6,7 @@
 package node
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto"
@@ -318,14 +319,17 @@ func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key, again bool) error {
 	if err := n.state.saveSVID(resp.SVID, resp.Bundle); err != nil {
 		return err
 	}
+	// A node enrolling again with the coordinator it knew keeps the map it
+	// has; pointed at another coordinator it starts afresh.
+	same := again && n.enr.ID == id.String() && bytes.Equal(n.enr.NetmapKey, resp.NetmapKey)
 	n.enr = &enrolled{Name: name, ID: id.String(), Coordinator: coord, NetmapKey: resp.NetmapKey, ListenPort: port}
 	if err := n.state.saveEnrolled(n.enr); err != nil {
 		return err
 	}
-	if !again {
+	if !same {
 		// The enrollment's own record seeds the netmap (version 0: any map
 		// from the coordinator supersedes it) so the tunnel has its
-		// addresses. A node enrolling again keeps the map it has.
+		// addresses.
 		if err := n.state.saveNetmap(&controlclient.Netmap{Self: resp.Node, Peers: map[string]api.Peer{}}); err != nil {
 			return err
 		}
