@@ -80,7 +80,8 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, msg)
 		return
 	}
-	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: n.Name, Expires: leaf.NotAfter, Key: keyOf(leaf)}); err != nil {
+	// The key went in with the enrollment itself (Enrollment.IdentityKey).
+	if err := s.store.RecordSerial(r.Context(), store.Serial{Serial: serialHex(leaf), Node: n.Name, Expires: leaf.NotAfter}); err != nil {
 		s.log.Error("record serial", "node", n.Name, "err", err)
 	}
 	s.applyLocked(&n, version, store.EventJoin)

@@ -150,10 +150,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	switch expired := n.svidExpired(); {
-	case n.enr == nil:
-		err = n.enroll(ctx, wgKey, false)
-	case !expired.IsZero():
-		err = n.enroll(ctx, wgKey, true)
+	case n.enr == nil, !expired.IsZero():
+		err = n.enroll(ctx, wgKey, expired)
 	case cfg.Token != "":
 		n.log.Info("already enrolled; ignoring the join token", "node", n.enr.Name)
 	}
@@ -244,16 +242,18 @@ func (n *Node) svidExpired() time.Time {
 	return cred.Certs[0].NotAfter
 }
 
-// enroll enrolls the node with the join token. again is an enrolled node
-// whose SVID expired while it was not running (it renews only while it
-// runs): the coordinator knows it by the identity key of its last SVID,
-// and it keeps its name, addresses, keys, netmap and audit log.
-func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key, again bool) error {
+// enroll enrolls the node with the join token. A non-zero expired is when
+// the SVID of an enrolled node expired while it was not running (it renews
+// only while it runs): it enrolls again, the coordinator knows it by the
+// identity key of its last SVID, and it keeps its name, addresses, keys,
+// netmap and audit log.
+func (n *Node) enroll(ctx context.Context, wgKey tunnel.Key, expired time.Time) error {
 	coord, port, name := n.cfg.Coordinator, n.cfg.ListenPort, n.cfg.Hostname
+	again := !expired.IsZero()
 	if again {
 		if n.cfg.Token == "" {
 			return fmt.Errorf("node: the SVID of %s expired at %s, while the node was not running; enroll it again with a join token: `mcpmesh up --token TOKEN` (from `mcpmesh token create`), which keeps its name, addresses and audit log",
-				n.enr.Name, n.svidExpired().Local().Format(time.RFC3339))
+				n.enr.Name, expired.Local().Format(time.RFC3339))
 		}
 		if name != "" && name != n.enr.Name {
 			return fmt.Errorf("node: %s enrolled as %s; --hostname %s would be another node (give it another --state)", n.state.dir, n.enr.Name, name)

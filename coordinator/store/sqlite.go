@@ -221,7 +221,8 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 				n.WireGuardKey, addrPortString(n.Endpoint), n.LastSeen.UnixNano(), n.Name); err != nil {
 				return fmt.Errorf("store: update node %q: %w", n.Name, err)
 			}
-			return spendAndLog(ctx, tx, t.ID, n.Name, &version)
+			version, err = spendAndLog(ctx, tx, t.ID, n.Name)
+			return err
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: look up node: %w", err)
 		}
@@ -251,7 +252,8 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 		if err := setNodeKey(ctx, tx, n.Name, e.IdentityKey); err != nil {
 			return err
 		}
-		return spendAndLog(ctx, tx, t.ID, n.Name, &version)
+		version, err = spendAndLog(ctx, tx, t.ID, n.Name)
+		return err
 	})
 	if err != nil {
 		return Node{}, 0, err
@@ -259,14 +261,13 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 	return n, version, nil
 }
 
-// spendAndLog counts a use of the token and logs the node's join.
-func spendAndLog(ctx context.Context, tx *sql.Tx, token, node string, version *uint64) error {
+// spendAndLog counts a use of the token and logs the node's join, whose
+// version it returns.
+func spendAndLog(ctx context.Context, tx *sql.Tx, token, node string) (uint64, error) {
 	if _, err := tx.ExecContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE id = ?`, token); err != nil {
-		return fmt.Errorf("store: consume token: %w", err)
+		return 0, fmt.Errorf("store: consume token: %w", err)
 	}
-	v, err := logEvent(ctx, tx, node, EventJoin)
-	*version = v
-	return err
+	return logEvent(ctx, tx, node, EventJoin)
 }
 
 // setNodeKey records the identity key of a node's latest SVID.
