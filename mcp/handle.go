@@ -345,13 +345,21 @@ func readAllSized(r io.Reader, declared, max int64) ([]byte, error) {
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, err
 	}
-	// An HTTP body ends at its declared length; anything else reads on to
-	// the limit, as without a declared length.
-	rest, err := io.ReadAll(io.LimitReader(r, max+1-declared))
+	// An HTTP body ends at its declared length, which one byte of probe
+	// confirms without a buffer per call; anything more reads on to the
+	// limit, as without a declared length.
+	var probe [1]byte
+	switch _, err := io.ReadFull(r, probe[:]); {
+	case err == io.EOF:
+		return buf, nil
+	case err != nil:
+		return nil, err
+	}
+	rest, err := io.ReadAll(io.LimitReader(r, max-declared))
 	if err != nil {
 		return nil, err
 	}
-	return append(buf, rest...), nil
+	return append(append(buf, probe[0]), rest...), nil
 }
 
 // bindSession records a session id the upstream issued as the caller's, and
