@@ -1,7 +1,8 @@
 // Package auditlog keeps a serving node's audit events on disk and ships
 // them to the coordinator. Every event is appended to a JSON lines file
-// before the call it records is forwarded and fsynced before that call is
-// answered, numbered with a sequence that survives restarts; a shipper
+// before the call it records is forwarded, and fsynced within the node's
+// span (`mcpmesh up --audit-fsync`; with zero, before that call is
+// answered), numbered with a sequence that survives restarts; a shipper
 // sends what the coordinator has not acknowledged, so an outage of the
 // coordinator loses nothing and a retry duplicates nothing (the
 // coordinator stores by node and sequence).
