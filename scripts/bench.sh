@@ -72,7 +72,7 @@ fi
 if ! skipped proxy; then
 	say "MCP proxy alone (3 runs)"
 	for i in $proxy_runs; do
-		$GO test -run '^$' -bench 'ToolsCall' -benchtime $n_proxy ./mcp/ | tee "$tmp/proxy$i.txt" >&2
+		$GO test -run '^$' -bench 'ToolsCall|HandlerAlone' -benchtime $n_proxy ./mcp/ | tee "$tmp/proxy$i.txt" >&2
 	done
 	if [ "$smoke" = 1 ]; then cp "$tmp/proxy1.txt" "$tmp/proxy2.txt"; cp "$tmp/proxy1.txt" "$tmp/proxy3.txt"; fi
 	{
