@@ -411,6 +411,11 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	defer expiry.Stop()
 	hb := time.NewTicker(heartbeatEvery)
 	defer hb.Stop()
+	// A quiet stream still renews the map's expiry at half its life, so a
+	// node that is connected never reaches the expiry meant for one that
+	// cannot hear from the coordinator (DESIGN rule 5).
+	refresh := time.NewTimer(s.netmapTTL / 2)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -426,6 +431,16 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			fl.Flush()
+		case <-refresh.C:
+			m, err := s.refreshMessage(sub, sent)
+			if err != nil {
+				s.log.Error("netmap refresh", "node", c.name, "err", err)
+				return
+			}
+			if err := s.writeSigned(w, fl, m); err != nil {
+				return
+			}
+			refresh.Reset(s.netmapTTL / 2)
 		case <-sub.notify:
 			m, err := s.nextMessage(ctx, sub, sent)
 			if err != nil {
@@ -439,8 +454,22 @@ func (s *Server) handleNetmap(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			sent = m.Version
+			refresh.Reset(s.netmapTTL / 2)
 		}
 	}
+}
+
+// refreshMessage is a delta that changes nothing but the expiry of the map
+// sub's node holds at version sent.
+func (s *Server) refreshMessage(sub *subscriber, sent uint64) (*api.NetmapMessage, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	self := s.mu.nodes[sub.node]
+	if sub.closed || self == nil || self.Revoked() {
+		return nil, errors.New("stream closed")
+	}
+	now := s.now()
+	return &api.NetmapMessage{Version: sent, From: sent, Node: self.Name, Issued: now, Expires: now.Add(s.netmapTTL)}, nil
 }
 
 // nextMessage takes the subscriber's pending changes and builds its delta

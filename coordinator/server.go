@@ -45,7 +45,9 @@ type Config struct {
 	// SVIDTTL is the lifetime of node SVIDs (default 1h).
 	SVIDTTL time.Duration
 	// NetmapTTL is how long a node may keep using a netmap without hearing
-	// from the coordinator (default 72h).
+	// from the coordinator (default 72h): the longest a node cut off from
+	// the coordinator goes on with peers and a policy that may have been
+	// revoked. Connected nodes get a fresh expiry at half of it.
 	NetmapTTL time.Duration
 	// Store replaces the embedded SQLite store (for PostgreSQL later).
 	Store store.Store
@@ -106,6 +108,9 @@ func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if cfg.SVIDTTL < 0 || cfg.NetmapTTL < 0 {
+		return nil, fmt.Errorf("coordinator: negative lifetime (SVID %s, netmap %s)", cfg.SVIDTTL, cfg.NetmapTTL)
 	}
 	if s.svidTTL == 0 {
 		s.svidTTL = DefaultSVIDTTL

@@ -287,6 +287,11 @@ func (n *Node) mcpForwarder() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("service")
 		n.mu.Lock()
+		if err := n.expiredErrLocked(); err != nil {
+			n.mu.Unlock()
+			jsonRPCError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
 		var host *api.Peer
 		found := false
 		for _, s := range n.mu.netmap.Catalog {

@@ -95,7 +95,14 @@ type Node struct {
 
 	mu struct {
 		sync.Mutex
+		// held is the last verified netmap: the base of the next delta,
+		// and what is saved. netmap is the view in force: held itself, or,
+		// once held has expired without word from the coordinator (DESIGN
+		// rule 5), an empty view with no peers, catalog or policy.
+		held        *controlclient.Netmap
 		netmap      *controlclient.Netmap
+		expiry      *time.Timer // fires when held expires
+		closed      bool
 		byKey       map[tunnel.Key]api.Peer
 		connected   bool
 		controlErr  error
@@ -410,9 +417,15 @@ func (n *Node) startTunnel(wgKey tunnel.Key) error {
 	return n.installLocked(nm)
 }
 
-// installLocked makes nm the current map and configures the tunnel with
-// exactly its peers.
+// installLocked makes nm the map held and, unless it has expired, the map
+// in force: the tunnel gets exactly its peers and the proxy its policy. An
+// expired map leaves no peer and no policy (fail closed) until a message
+// from the coordinator renews it.
 func (n *Node) installLocked(nm *controlclient.Netmap) error {
+	held := nm
+	if netmapExpired(nm, time.Now()) {
+		nm = &controlclient.Netmap{Version: nm.Version, Expires: nm.Expires, Self: nm.Self}
+	}
 	peers := make([]tunnel.Peer, 0, len(nm.Peers))
 	byKey := make(map[tunnel.Key]api.Peer, len(nm.Peers))
 	for _, p := range nm.SortedPeers() {
@@ -430,10 +443,55 @@ func (n *Node) installLocked(nm *controlclient.Netmap) error {
 	if _, err := n.tun.SetPeers(peers); err != nil {
 		return fmt.Errorf("node: apply netmap v%d: %w", nm.Version, err)
 	}
-	n.mu.netmap = nm
+	n.mu.held, n.mu.netmap = held, nm
 	n.mu.byKey = byKey
+	if n.mu.expiry != nil {
+		n.mu.expiry.Stop()
+		n.mu.expiry = nil
+	}
+	if nm != held {
+		n.mu.policy, n.mu.bundle = nil, nil
+		return nil
+	}
 	n.compilePolicyLocked(nm.Policy)
+	if !nm.Expires.IsZero() {
+		n.mu.expiry = time.AfterFunc(time.Until(nm.Expires), n.expireNetmap)
+	}
 	return nil
+}
+
+// netmapExpired reports whether nm is past its expiry at now. A map
+// without one (the empty view a node starts from) does not expire.
+func netmapExpired(nm *controlclient.Netmap, now time.Time) bool {
+	return !nm.Expires.IsZero() && !now.Before(nm.Expires)
+}
+
+// expiredErrLocked says why nothing on the mesh is reachable when the
+// held netmap has expired, and is nil otherwise.
+func (n *Node) expiredErrLocked() error {
+	if n.mu.netmap == n.mu.held {
+		return nil
+	}
+	return fmt.Errorf("this node's netmap expired at %s without word from the coordinator, so it has no peers until it reaches the coordinator again (see `mcpmesh status`)",
+		n.mu.held.Expires.Local().Format(time.RFC3339))
+}
+
+// expireNetmap takes the held map out of force when it expires with no
+// word from the coordinator: a node cut off for longer than the netmap's
+// lifetime cannot know whether its peers were revoked or its policy
+// changed, so it stops trusting both.
+func (n *Node) expireNetmap() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	held := n.mu.held
+	if n.mu.closed || held == nil || !netmapExpired(held, time.Now()) {
+		return // closed, or renewed since the timer was set
+	}
+	n.log.Error("the netmap expired without word from the coordinator; every peer is dropped and every call denied until it is reached",
+		"version", held.Version, "expired", held.Expires)
+	if err := n.installLocked(held); err != nil {
+		n.log.Error("dropping the expired netmap's peers", "err", err)
+	}
 }
 
 // compilePolicyLocked compiles the rules the coordinator sent for this
@@ -484,14 +542,14 @@ type netmapHandler struct{ n *Node }
 func (h netmapHandler) Version() uint64 {
 	h.n.mu.Lock()
 	defer h.n.mu.Unlock()
-	return h.n.mu.netmap.Version
+	return h.n.mu.held.Version
 }
 
 func (h netmapHandler) Apply(m *api.NetmapMessage) error {
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	next, err := n.mu.netmap.Apply(n.enr.Name, m)
+	next, err := n.mu.held.Apply(n.enr.Name, m)
 	if err != nil {
 		return err
 	}
@@ -723,6 +781,12 @@ func (n *Node) Down() { _ = n.Close() }
 func (n *Node) Close() error {
 	var err error
 	n.downOnce.Do(func() {
+		n.mu.Lock()
+		n.mu.closed = true
+		if n.mu.expiry != nil {
+			n.mu.expiry.Stop()
+		}
+		n.mu.Unlock()
 		n.cancel()
 		if n.localSrv != nil {
 			// Let answers in flight (such as the one to `down`) finish.

@@ -47,8 +47,9 @@ func (n *Node) Status() (*localapi.Status, error) {
 		Coordinator:   n.enr.Coordinator,
 		Connected:     n.mu.connected,
 		SVIDExpires:   n.mu.svidExpires,
-		NetmapVersion: n.mu.netmap.Version,
-		NetmapExpires: n.mu.netmap.Expires,
+		NetmapVersion: n.mu.held.Version,
+		NetmapExpires: n.mu.held.Expires,
+		NetmapExpired: n.mu.netmap != n.mu.held,
 	}
 	st.Catalog = append([]api.Service{}, n.mu.netmap.Catalog...)
 	if n.mu.bundle != nil {
@@ -76,7 +77,11 @@ func (n *Node) Status() (*localapi.Status, error) {
 func (n *Node) Ping(ctx context.Context, name string) (*localapi.PingResult, error) {
 	n.mu.Lock()
 	p, ok := n.mu.netmap.Peers[name]
+	expired := n.expiredErrLocked()
 	n.mu.Unlock()
+	if expired != nil {
+		return nil, expired
+	}
 	if !ok {
 		return nil, fmt.Errorf("no peer named %q in this node's netmap (see `mcpmesh status`)", name)
 	}

@@ -52,6 +52,7 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	data := fs.String("data", "", "data directory written by `coordinator init`")
 	listen := fs.String("listen", "127.0.0.1:7443", "address for the control API (HTTPS)")
 	svidTTL := fs.Duration("svid-ttl", coordinator.DefaultSVIDTTL, "lifetime of node SVIDs; nodes renew at half-life")
+	netmapTTL := fs.Duration("netmap-ttl", coordinator.DefaultNetmapTTL, "how long a node that cannot reach the coordinator keeps its peers and policy")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
@@ -59,11 +60,17 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	if *data == "" {
 		return usageError{"--data is required"}
 	}
+	if *svidTTL < time.Minute {
+		return usageError{fmt.Sprintf("--svid-ttl %s is too short: at least 1m, since nodes renew at half-life", *svidTTL)}
+	}
+	if *netmapTTL < time.Minute {
+		return usageError{fmt.Sprintf("--netmap-ttl %s is too short: at least 1m, or every brief coordinator restart would cut nodes off their peers", *netmapTTL)}
+	}
 	log, err := newLogger(e, *logLevel)
 	if err != nil {
 		return err
 	}
-	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL})
+	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL, NetmapTTL: *netmapTTL})
 	if err != nil {
 		return err
 	}

@@ -177,8 +177,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if time.Until(st.SVIDExpires) <= 0 {
 		svid = fmt.Sprintf("EXPIRED at %s; enroll again with `mcpmesh up --token TOKEN`", st.SVIDExpires.Local().Format(time.RFC3339))
 	}
-	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        %s\ncoordinator: %s (%s)\nnetmap:      v%d\ndata plane:  %s\n",
-		st.Name, st.ID, joinAddrs(st.Addresses), svid, st.Coordinator, conn, st.NetmapVersion, st.DataPlane)
+	netmap := fmt.Sprintf("v%d", st.NetmapVersion)
+	switch {
+	case st.NetmapExpired:
+		netmap += fmt.Sprintf(", EXPIRED at %s without word from the coordinator: no peers, every call denied until it is reached", st.NetmapExpires.Local().Format(time.RFC3339))
+	case !st.NetmapExpires.IsZero():
+		netmap += fmt.Sprintf(", expires %s unless renewed", st.NetmapExpires.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintf(e.stdout, "node:        %s\nSPIFFE ID:   %s\nmesh IPs:    %s\nSVID:        %s\ncoordinator: %s (%s)\nnetmap:      %s\ndata plane:  %s\n",
+		st.Name, st.ID, joinAddrs(st.Addresses), svid, st.Coordinator, conn, netmap, st.DataPlane)
 	if st.Firewall != "" {
 		fmt.Fprintf(e.stdout, "firewall:    %s\n", st.Firewall)
 	}

@@ -43,6 +43,9 @@ type Status struct {
 	SVIDExpires   time.Time    `json:"svidExpires"`
 	NetmapVersion uint64       `json:"netmapVersion"`
 	NetmapExpires time.Time    `json:"netmapExpires"`
+	// NetmapExpired is set when the netmap expired without word from the
+	// coordinator: the node then has no peers and denies every call.
+	NetmapExpired bool         `json:"netmapExpired,omitempty"`
 	Peers         []PeerStatus `json:"peers"`
 	// Catalog is the services this node may call.
 	Catalog []api.Service `json:"catalog"`

@@ -201,6 +201,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"up", "--state", t.TempDir(), "--coordinator", "https://127.0.0.1:1", "--token", "garbage"}, 1, "malformed"},
 		{[]string{"status", "--state", t.TempDir()}, 1, "no node is running"},
 		{[]string{"ping"}, 2, "wrong number of arguments"},
+		{[]string{"coordinator", "run", "--data", t.TempDir(), "--netmap-ttl", "10s"}, 2, "--netmap-ttl 10s is too short"},
+		{[]string{"coordinator", "run", "--data", t.TempDir(), "--svid-ttl", "-1h"}, 2, "--svid-ttl -1h0m0s is too short"},
 	} {
 		r := c.run(tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {

@@ -25,6 +25,9 @@ import (
 type Options struct {
 	// SVIDTTL shortens node certificates to exercise renewal.
 	SVIDTTL time.Duration
+	// NetmapTTL shortens netmap lifetimes to exercise their renewal and
+	// expiry.
+	NetmapTTL time.Duration
 	// Logger; nil logs to the test at level Warn and above when -v is off.
 	Logger *slog.Logger
 }
@@ -84,7 +87,7 @@ func (m *Mesh) DataDir() string { return filepath.Join(m.dir, "coord") }
 
 func (m *Mesh) startCoordinator(ln net.Listener) {
 	m.t.Helper()
-	srv, err := coordinator.Open(context.Background(), m.DataDir(), coordinator.Config{Logger: m.log.With("c", "coordinator"), SVIDTTL: m.opts.SVIDTTL})
+	srv, err := coordinator.Open(context.Background(), m.DataDir(), coordinator.Config{Logger: m.log.With("c", "coordinator"), SVIDTTL: m.opts.SVIDTTL, NetmapTTL: m.opts.NetmapTTL})
 	if err != nil {
 		ln.Close()
 		m.t.Fatal(err)
