@@ -47,7 +47,6 @@ var reachMethods = map[string]bool{
 	"prompts/list":                     true,
 	"tasks/list":                       true,
 	"server/discover":                  true,
-	"subscriptions/listen":             true,
 }
 
 // listMethods are the methods whose answers are filtered.
@@ -107,6 +106,8 @@ func (d *decider) decide(m *message) verdict {
 		return d.completion(m)
 	case "tasks/get", "tasks/result", "tasks/cancel":
 		return d.task(m)
+	case "subscriptions/listen":
+		return d.listen(m)
 	}
 	if !reachMethods[m.method] {
 		return verdict{code: codeMethodNotFound, reason: fmt.Sprintf("method %q is not known to the mcpmesh proxy (denied)", m.method)}
@@ -168,6 +169,44 @@ func (d *decider) completion(m *message) verdict {
 		return verdict{name: name, code: CodeDenied, reason: fmt.Sprintf("completion for %s %q denied for %s: no grant allows it", kind, name, d.caller.ID)}
 	}
 	return verdict{allow: true, name: name, reason: "caller may see " + kind.String() + " " + strconv.Quote(name)}
+}
+
+// listen decides subscriptions/listen (2026-07-28), a stream of the
+// notifications the client opts in to. Its resource subscriptions are
+// decided one by one as resources/subscribe is, and one denied denies the
+// call: otherwise the server would run its subscribe handler for, and tell
+// the caller about updates to, a resource the caller may not read.
+func (d *decider) listen(m *message) verdict {
+	if !d.reach {
+		return verdict{code: CodeDenied, reason: d.unreachable()}
+	}
+	bad := func(what string) verdict {
+		return verdict{code: codeInvalidParams, reason: "subscriptions/listen: " + what}
+	}
+	var subs []any
+	if n := m.params["notifications"]; n != nil {
+		no, ok := n.(map[string]any)
+		if !ok {
+			return bad("params.notifications must be an object")
+		}
+		if rs := no["resourceSubscriptions"]; rs != nil {
+			if subs, ok = rs.([]any); !ok {
+				return bad("params.notifications.resourceSubscriptions must be an array of URIs")
+			}
+		}
+	}
+	for _, s := range subs {
+		uri, ok := s.(string)
+		if !ok || uri == "" {
+			return bad("params.notifications.resourceSubscriptions must hold non-empty strings")
+		}
+		dec := d.pol.Decide(policy.Request{Src: d.id, Dst: d.svc.dst, Kind: policy.KindResource, Name: uri})
+		if !dec.Allow {
+			return verdict{name: uri, code: CodeDenied, rule: dec.Reason,
+				reason: fmt.Sprintf("subscription to resource %q denied for %s: %s", uri, d.caller.ID, dec.Reason)}
+		}
+	}
+	return verdict{allow: true, reason: "caller can reach svc:" + d.svc.Name}
 }
 
 func str(v any) string { s, _ := v.(string); return s }

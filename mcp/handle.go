@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,10 @@ type exchange struct {
 	d     decider
 	sid   string   // Mcp-Session-Id of the request, if any
 	sess  *session // its session, owned by the caller
+	// reserved is set while the exchange holds one of the caller's
+	// session slots for an initialize; a session the upstream opens takes
+	// it over, and otherwise it is given back when the exchange ends.
+	reserved bool
 }
 
 func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -55,6 +60,14 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.d.svc = svc
+	for _, h := range []string{hdrSession, hdrVersion, hdrLastEvent} {
+		// One value each: the proxy checks one, and an upstream that
+		// read another would act on what was not checked.
+		if len(r.Header.Values(h)) > 1 {
+			writeRPCError(w, http.StatusBadRequest, nil, codeInvalidRequest, "mcp: more than one "+h+" header")
+			return
+		}
+	}
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil || p.cfg.WhoIs == nil {
 		x.refuse(http.StatusForbidden, "mcp: caller address unknown", r.Method)
@@ -140,9 +153,45 @@ func (x *exchange) dropSession() {
 	svc := x.d.svc
 	svc.mu.Lock()
 	if svc.sessions[x.sid] == x.sess {
-		delete(svc.sessions, x.sid)
+		svc.removeLocked(x.sid)
 	}
 	svc.mu.Unlock()
+}
+
+// reserveSession takes one of the caller's session slots for an
+// initialize, first ending the sessions that have idled out. It reports
+// false, having answered the request, when the caller has none left.
+func (x *exchange) reserveSession(callID any) bool {
+	svc := x.d.svc
+	svc.mu.Lock()
+	idle := svc.sweepLocked()
+	ok := svc.reserveLocked(x.d.caller.ID)
+	svc.mu.Unlock()
+	x.p.endSessions(svc, idle)
+	if !ok {
+		msg := fmt.Sprintf("mcp: %s already holds %d sessions with svc:%s, the most one caller may; end one (DELETE), or let one go unused for %s", x.d.caller.ID, svc.quota(), svc.Name, sessionIdle)
+		x.p.auditNow(&x.d, x.start, "initialize", verdict{code: CodeDenied, reason: msg}, x.sid)
+		status := http.StatusTooManyRequests
+		if callID != nil {
+			status = http.StatusOK // an answer to the call, which the client shows
+		}
+		writeRPCError(x.w, status, callID, CodeDenied, msg)
+		return false
+	}
+	x.reserved = true
+	return true
+}
+
+// releaseSession gives back a slot that no session took over.
+func (x *exchange) releaseSession() {
+	if !x.reserved {
+		return
+	}
+	svc := x.d.svc
+	svc.mu.Lock()
+	svc.releaseLocked(x.d.caller.ID)
+	svc.mu.Unlock()
+	x.reserved = false
 }
 
 // post decides the message(s) of a POST and forwards what is allowed.
@@ -239,6 +288,15 @@ func (x *exchange) post() {
 	var callID any
 	if !batch {
 		callID = msgs[0].id
+	}
+
+	// A new session takes one of the caller's slots before the upstream
+	// is asked to open it.
+	if x.sid == "" && slices.ContainsFunc(allowed, func(m *message) bool { return m.method == "initialize" }) {
+		if !x.reserveSession(callID) {
+			return
+		}
+		defer x.releaseSession()
 	}
 
 	// Record what is allowed before anything is forwarded, in one piece:
@@ -391,10 +449,14 @@ func (x *exchange) bindSession(resp *http.Response, msgs []*message, version str
 		writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream issued a session id already in use")
 		return false
 	} else if s == nil {
-		svc.sweepLocked()
 		ns := &session{owner: x.d.caller.ID, version: version}
 		ns.touch()
 		svc.sessions[got] = ns
+		if x.reserved {
+			x.reserved = false // the session holds the slot now
+		} else {
+			svc.held[ns.owner]++ // opened by something else than initialize
+		}
 	}
 	return true
 }

@@ -33,6 +33,36 @@ type message struct {
 	params map[string]any // nil when absent
 }
 
+// maxIDBytes bounds a string id. Ids are kept while their requests are in
+// flight, so their size is the caller's to choose only within reason; MCP
+// clients use counters and UUIDs.
+const maxIDBytes = 256
+
+// maxSafeID is the largest integer every JSON implementation represents
+// exactly (2^53-1). The Go SDK decodes ids through float64: beyond this, two
+// different literals come back as the same id.
+const maxSafeID = 1<<53 - 1
+
+// checkNumericID accepts an integer id only in the one spelling that every
+// peer reads back as the same number: no fraction, exponent or "-0", and
+// within ±maxSafeID. The proxy keys what it remembers about a request by
+// the id's literal, and the upstream answers with its own reading of it;
+// two spellings of one number (-0 and 0, or 2^53 and 2^53+1 after rounding)
+// would let an answer be taken for another request's.
+func checkNumericID(x json.Number) error {
+	n, err := strconv.ParseInt(string(x), 10, 64)
+	if err != nil {
+		return fmt.Errorf("mcp: invalid request: id %s is not an integer", x)
+	}
+	if n > maxSafeID || n < -maxSafeID {
+		return fmt.Errorf("mcp: invalid request: id %s is outside ±(2^53-1), where JSON numbers stop being exact", x)
+	}
+	if strconv.FormatInt(n, 10) != string(x) {
+		return fmt.Errorf("mcp: invalid request: id %s is not written as a plain integer", x)
+	}
+	return nil
+}
+
 // idKey returns a comparable key for a JSON-RPC id ("" for none), so that a
 // numeric 1 and a string "1" never collide.
 func idKey(id any) string {
@@ -63,10 +93,22 @@ func parseBody(data []byte) (msgs []*message, batch bool, err error) {
 			return nil, true, errors.New("mcp: empty batch")
 		}
 		msgs = make([]*message, 0, len(arr))
+		// Requests, and answers to the server's requests, each need ids
+		// unique within the batch: answers are matched to requests by id,
+		// and two requests under one id would share one answer, which the
+		// proxy could then filter as the wrong one.
+		seen := map[msgKind]map[string]bool{kindCall: {}, kindResponse: {}}
 		for i, e := range arr {
 			m, err := toMessage(e)
 			if err != nil {
 				return nil, true, fmt.Errorf("batch element %d: %w", i, err)
+			}
+			if ids := seen[m.kind]; ids != nil {
+				k := idKey(m.id)
+				if ids[k] {
+					return nil, true, fmt.Errorf("mcp: invalid request: batch element %d repeats id %s", i, encodeValue(m.id))
+				}
+				ids[k] = true
 			}
 			msgs = append(msgs, m)
 		}
@@ -233,9 +275,12 @@ func toMessage(v any) (*message, error) {
 	if hasID {
 		switch x := id.(type) {
 		case string:
+			if len(x) > maxIDBytes {
+				return nil, fmt.Errorf("mcp: invalid request: id longer than %d bytes", maxIDBytes)
+			}
 		case json.Number:
-			if _, err := strconv.ParseInt(string(x), 10, 64); err != nil {
-				return nil, fmt.Errorf("mcp: invalid request: id %s is not an integer", x)
+			if err := checkNumericID(x); err != nil {
+				return nil, err
 			}
 		case nil:
 		default:

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +40,16 @@ type Service struct {
 	Name string
 	Tags []string // "tag:x" form
 	URL  string   // Streamable HTTP upstream; must be on loopback
+	// MaxSessionsPerCaller bounds the sessions one caller may hold open
+	// with this service at once (0: DefaultMaxSessionsPerCaller), so that
+	// no caller takes what an upstream has for everyone: a stdio upstream
+	// runs a process per session, and has a fixed number of them.
+	MaxSessionsPerCaller int
 }
+
+// DefaultMaxSessionsPerCaller is the session quota of a caller when
+// Service.MaxSessionsPerCaller is zero.
+const DefaultMaxSessionsPerCaller = 32
 
 // Config configures a Proxy.
 type Config struct {
@@ -96,11 +106,54 @@ type service struct {
 	upstream *url.URL
 	dst      policy.Service
 
-	// sessions maps an upstream Mcp-Session-Id to its state; tasks maps a
-	// task id to the SPIFFE ID whose call created it.
+	*state
+}
+
+// state is what a service holds about its callers. Replacing a service
+// with the same upstream keeps it, shared by the old value (requests in
+// flight) and the new.
+type state struct {
+	// sessions maps an upstream Mcp-Session-Id to its state; held counts,
+	// by SPIFFE ID, each caller's sessions and the initializes it has in
+	// flight; tasks maps a task id to the SPIFFE ID whose call created it.
 	mu       sync.Mutex
 	sessions map[string]*session
+	held     map[string]int
 	tasks    map[string]string
+}
+
+// quota is the number of sessions one caller may hold with svc.
+func (svc *service) quota() int {
+	if svc.MaxSessionsPerCaller > 0 {
+		return svc.MaxSessionsPerCaller
+	}
+	return DefaultMaxSessionsPerCaller
+}
+
+// reserveLocked takes one of owner's session slots for an initialize on
+// its way upstream; false when owner has none left. The caller holds
+// svc.mu.
+func (svc *service) reserveLocked(owner string) bool {
+	if svc.held[owner] >= svc.quota() {
+		return false
+	}
+	svc.held[owner]++
+	return true
+}
+
+// releaseLocked gives back one of owner's session slots.
+func (svc *service) releaseLocked(owner string) {
+	if svc.held[owner]--; svc.held[owner] <= 0 {
+		delete(svc.held, owner)
+	}
+}
+
+// removeLocked forgets a session and gives back its owner's slot.
+func (svc *service) removeLocked(id string) {
+	if s := svc.sessions[id]; s != nil {
+		delete(svc.sessions, id)
+		svc.releaseLocked(s.owner)
+	}
 }
 
 // maxTasks bounds the task table of a service; the oldest entries go first.
@@ -133,25 +186,50 @@ func (svc *service) taskOwner(id string) (string, bool) {
 	return o, ok
 }
 
-// Sessions are forgotten after sessionIdle without a request once a service
-// holds more than sweepAbove of them, so clients that never send DELETE do
-// not grow the table without bound.
-const (
-	sessionIdle = 30 * time.Minute
-	sweepAbove  = 1024
-)
+// sessionIdle is how long a session may go without a request before the
+// proxy ends it, so that clients which never send DELETE neither grow the
+// table without bound nor keep their quota (and an upstream's processes)
+// taken for good.
+const sessionIdle = 30 * time.Minute
 
-// sweepLocked drops idle sessions when the table is large. The caller holds
-// svc.mu.
-func (svc *service) sweepLocked() {
-	if len(svc.sessions) < sweepAbove {
-		return
-	}
+// sweepLocked forgets the sessions idle for longer than sessionIdle and
+// returns their ids, for the caller to end upstream. It runs before a new
+// session is counted, so its cost follows the rate of initializes. The
+// caller holds svc.mu.
+func (svc *service) sweepLocked() []string {
 	cutoff := time.Now().Add(-sessionIdle).UnixNano()
+	var idle []string
 	for id, s := range svc.sessions {
 		if s.lastUsed.Load() < cutoff {
-			delete(svc.sessions, id)
+			idle = append(idle, id)
 		}
+	}
+	for _, id := range idle {
+		svc.removeLocked(id)
+	}
+	return idle
+}
+
+// endSessions asks svc's upstream to end sessions the proxy has forgotten
+// (DELETE, as a client would), so that what the upstream holds for them,
+// a process for a stdio upstream, goes too. It does not wait.
+func (p *Proxy) endSessions(svc *service, ids []string) {
+	for _, id := range ids {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodDelete, svc.upstream.String(), nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set(hdrSession, id)
+			resp, err := p.rt.RoundTrip(req)
+			if err != nil {
+				p.log.Debug("mcp: ending an idle session upstream", "service", svc.Name, "err", err)
+				return
+			}
+			resp.Body.Close()
+		}()
 	}
 }
 
@@ -282,15 +360,13 @@ func (p *Proxy) SetService(s Service) error {
 		Service:  s,
 		upstream: u,
 		dst:      policy.Service{Name: s.Name, Tags: stripTags(s.Tags)},
-		sessions: map[string]*session{},
+		state:    &state{sessions: map[string]*session{}, held: map[string]int{}},
 	}
 	svc.Tags = append([]string(nil), s.Tags...)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if old := p.services[s.Name]; old != nil && old.URL == s.URL {
-		old.mu.Lock()
-		svc.sessions = old.sessions
-		old.mu.Unlock()
+		svc.state = old.state // the same upstream: its sessions and tasks live on
 	}
 	p.services[s.Name] = svc
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -80,8 +81,12 @@ func (x *exchange) relay(resp *http.Response, lists map[string]string, denials [
 			writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream answer unreadable or too large")
 			return
 		}
-		if resp.StatusCode/100 == 2 && (len(denials) > 0 || mayList(body)) {
-			body = x.rewrite(body, lists, denials)
+		if resp.StatusCode/100 == 2 && (len(denials) > 0 || len(lists) > 0 || mayList(body)) {
+			if body, err = x.rewrite(body, lists, denials); err != nil {
+				h.Del("Content-Type")
+				writeRPCError(x.w, http.StatusBadGateway, nil, codeInternal, "mcp: upstream answer cannot be inspected (not forwarded): "+err.Error())
+				return
+			}
 		}
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		x.w.WriteHeader(resp.StatusCode)
@@ -102,24 +107,26 @@ func (x *exchange) relay(resp *http.Response, lists map[string]string, denials [
 }
 
 // rewrite filters the list answers in a JSON answer (one response or a
-// batch) and appends denials. Bytes it cannot decode pass unchanged.
-func (x *exchange) rewrite(body []byte, lists map[string]string, denials [][]byte) []byte {
+// batch) and appends denials. An answer it cannot decode is an error: what
+// cannot be inspected is not passed on (fail closed).
+func (x *exchange) rewrite(body []byte, lists map[string]string, denials [][]byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		if len(denials) > 0 {
-			x.p.log.Warn("mcp: undecodable upstream answer to a batch", "service", x.d.svc.Name, "err", err)
-		}
-		return body
+		x.p.log.Warn("mcp: undecodable upstream answer; not forwarded", "service", x.d.svc.Name, "err", err)
+		return nil, fmt.Errorf("undecodable JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON answer")
 	}
 	switch t := v.(type) {
 	case map[string]any:
 		x.filterResponse(t, lists)
 		if len(denials) == 0 {
-			return encodeValue(t)
+			return encodeValue(t), nil
 		}
-		return joinBatch(append([][]byte{encodeValue(t)}, denials...))
+		return joinBatch(append([][]byte{encodeValue(t)}, denials...)), nil
 	case []any:
 		items := make([][]byte, 0, len(t)+len(denials))
 		for _, e := range t {
@@ -128,42 +135,42 @@ func (x *exchange) rewrite(body []byte, lists map[string]string, denials [][]byt
 			}
 			items = append(items, encodeValue(e))
 		}
-		return joinBatch(append(items, denials...))
+		return joinBatch(append(items, denials...)), nil
 	}
-	return body
+	return nil, errors.New("the answer is neither an object nor an array")
 }
 
-// filterResponse filters the result of a response to a list request. The
-// method is found from this exchange's list requests, then the session's;
-// an answer to an id the proxy does not know (a replayed stream) is filtered
-// by its shape.
+// filterResponse filters every list in the result of a response: tools,
+// resources, resource templates and prompts by the policy, tasks by owner.
+// It does so whichever request the response answers. What the proxy
+// remembers about a request (from this exchange's list requests, then the
+// session's) only adds work, recording the task a task-augmented call
+// created; it never exempts an answer from filtering, so no confusion over
+// which request an id names can let a list through whole.
 func (x *exchange) filterResponse(o map[string]any, lists map[string]string) bool {
-	res, ok := o["result"].(map[string]any)
-	if !ok {
-		return false
-	}
 	key := idKey(o["id"])
 	method, known := lists[key]
 	if !known && x.sess != nil {
 		method, known = x.sess.lookup(key)
 	}
 	if x.sess != nil && known {
-		x.sess.forget(key)
+		x.sess.forget(key) // an answer, result or error, ends the request
 	}
-	switch {
-	case known && method == methodTaskCall:
+	res, ok := o["result"].(map[string]any)
+	if !ok {
+		return false
+	}
+	if known && method == methodTaskCall {
 		if t, ok := res["task"].(map[string]any); ok {
 			if id, ok := t["taskId"].(string); ok && id != "" {
 				x.d.svc.addTask(id, x.d.caller.ID)
 			}
 		}
-		return false
-	case known && method == "tasks/list", !known && res["tasks"] != nil:
+	}
+	changed := false
+	if tv, present := res["tasks"]; present {
 		// Only the caller's own tasks, whatever the upstream lists.
-		items, ok := res["tasks"].([]any)
-		if !ok {
-			return false
-		}
+		items, _ := tv.([]any)
 		kept := make([]any, 0, len(items))
 		for _, it := range items {
 			if t, ok := it.(map[string]any); ok {
@@ -175,19 +182,22 @@ func (x *exchange) filterResponse(o map[string]any, lists map[string]string) boo
 			}
 		}
 		res["tasks"] = kept
-		return len(kept) != len(items)
+		changed = len(kept) != len(items) || items == nil
 	}
 	var pol *policy.Policy
 	if x.p.cfg.Policy != nil {
 		pol, _ = x.p.cfg.Policy() // the policy now, not when the request came
 	}
-	changed := false
 	for _, l := range listKeys {
-		if known && method != l.method {
+		lv, present := res[l.member]
+		if !present {
 			continue
 		}
-		items, ok := res[l.member].([]any)
+		items, ok := lv.([]any)
 		if !ok {
+			// Not a list: nothing in it can be checked, so none of it goes.
+			res[l.member] = []any{}
+			changed = true
 			continue
 		}
 		kept := make([]any, 0, len(items))
@@ -281,8 +291,15 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 	if len(data) > 0 && (name == "" || name == "message") {
 		joined := bytes.Join(data, []byte("\n"))
 		x.noteServerRequests(joined)
-		if mayList(joined) {
-			nd := x.rewrite(joined, lists, nil)
+		if !x.mayNotify(joined) {
+			return
+		}
+		if len(lists) > 0 || mayList(joined) {
+			nd, err := x.rewrite(joined, lists, nil)
+			if err != nil {
+				// Dropped, not passed on unread: the stream goes on.
+				return
+			}
 			if !bytes.Equal(nd, joined) {
 				wrote := false
 				for _, l := range ev {
@@ -312,6 +329,44 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 	out.WriteByte('\n')
 	x.w.Write(out.Bytes())
 	rc.Flush()
+}
+
+// mayNotify reports whether an event may reach the caller: an update
+// about a resource is dropped unless the caller may read that resource
+// under the policy now. Subscriptions are decided when they are made; this
+// keeps a grant withdrawn since then from leaving the caller a view of the
+// resource's life.
+func (x *exchange) mayNotify(data []byte) bool {
+	if !bytes.Contains(data, []byte("notifications/resources/updated")) {
+		return true
+	}
+	type note struct {
+		Method string `json:"method"`
+		Params struct {
+			URI string `json:"uri"`
+		} `json:"params"`
+	}
+	var notes []note
+	if json.Unmarshal(data, &notes) != nil {
+		var one note
+		if json.Unmarshal(data, &one) != nil {
+			return false // names the method but cannot be read: not passed on
+		}
+		notes = []note{one}
+	}
+	var pol *policy.Policy
+	if x.p.cfg.Policy != nil {
+		pol, _ = x.p.cfg.Policy()
+	}
+	for _, n := range notes {
+		if n.Method != "notifications/resources/updated" {
+			continue
+		}
+		if pol == nil || !pol.Visible(policy.Request{Src: x.d.id, Dst: x.d.svc.dst, Kind: policy.KindResource, Name: n.Params.URI}) {
+			return false
+		}
+	}
+	return true
 }
 
 // sseField splits an SSE line into field name and value.

@@ -63,7 +63,7 @@ func (n *Node) startProxy() error {
 	for _, s := range saved {
 		url, err := n.upstreamURL(s)
 		if err == nil {
-			err = n.proxy.SetService(mcp.Service{Name: s.Name, Tags: s.Tags, URL: url})
+			err = n.proxy.SetService(proxyService(s, url))
 		}
 		if err != nil {
 			n.log.Error("saved service not served", "service", s.Name, "err", err)
@@ -73,6 +73,17 @@ func (n *Node) startProxy() error {
 		n.mu.services = append(n.mu.services, api.ServiceSpec{Name: s.Name, Tags: s.Tags})
 	}
 	return nil
+}
+
+// proxyService is how the proxy serves req at url. A stdio upstream runs a
+// process per session, stdioserve.MaxSessions at most, so one caller gets
+// an eighth of them: no single node on the mesh can take them all.
+func proxyService(req localapi.ServeRequest, url string) mcp.Service {
+	svc := mcp.Service{Name: req.Name, Tags: req.Tags, URL: url}
+	if req.Stdio != "" {
+		svc.MaxSessionsPerCaller = stdioserve.MaxSessions / 8
+	}
+	return svc
 }
 
 func (n *Node) loadServices() ([]localapi.ServeRequest, error) {
@@ -122,7 +133,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	}
 	url, err := n.upstreamURL(req)
 	if err == nil {
-		err = n.proxy.SetService(mcp.Service{Name: req.Name, Tags: req.Tags, URL: url})
+		err = n.proxy.SetService(proxyService(req, url))
 	}
 	if err != nil {
 		n.stopStdio(req.Name)

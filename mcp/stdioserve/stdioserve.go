@@ -25,13 +25,23 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// MaxSessions is how many sessions, each a process, one stdio upstream
+// runs at once. The proxy in front gives each caller a share of it.
+const MaxSessions = 64
+
+// IdleTimeout ends a session that has had no request, no request in
+// flight and no open stream for this long, with its process: a client
+// that goes away without DELETE does not keep a process, and a slot,
+// for good. It matches the proxy's own idle limit for sessions.
+const IdleTimeout = 30 * time.Minute
 
 // Limits.
 const (
 	maxMessageBytes = 4 << 20
-	maxSessions     = 64
 	requestTimeout  = 5 * time.Minute
 	backlog         = 256 // server-initiated messages kept for a session without a GET stream
 )
@@ -42,6 +52,8 @@ type Server struct {
 	log  *slog.Logger
 	ln   net.Listener
 	hs   *http.Server
+	idle time.Duration // IdleTimeout, shorter in tests
+	stop chan struct{} // closed by Close: ends the reaper
 
 	mu struct {
 		sync.Mutex
@@ -92,6 +104,10 @@ func SplitCommand(s string) ([]string, error) {
 
 // Start checks the command exists and serves it on a loopback port.
 func Start(command string, log *slog.Logger) (*Server, error) {
+	return start(command, log, IdleTimeout)
+}
+
+func start(command string, log *slog.Logger, idle time.Duration) (*Server, error) {
 	argv, err := SplitCommand(command)
 	if err != nil {
 		return nil, err
@@ -106,11 +122,43 @@ func Start(command string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdioserve: %w", err)
 	}
-	s := &Server{argv: argv, log: log, ln: ln}
+	s := &Server{argv: argv, log: log, ln: ln, idle: idle, stop: make(chan struct{})}
 	s.mu.sessions = map[string]*session{}
 	s.hs = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.hs.Serve(ln) }() // ends with Close
+	go s.reapIdle()
 	return s, nil
+}
+
+// reapIdle ends idle sessions until Close.
+func (s *Server) reapIdle() {
+	t := time.NewTicker(max(s.idle/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.reap()
+		}
+	}
+}
+
+// reap ends the sessions that have been idle for s.idle.
+func (s *Server) reap() {
+	cutoff := time.Now().Add(-s.idle).UnixNano()
+	var idle []*session
+	s.mu.Lock()
+	for _, ss := range s.mu.sessions {
+		if ss.idleSince(cutoff) {
+			idle = append(idle, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range idle {
+		s.log.Info("stdio session idle; ending it and its process", "session", ss.id, "idle_for", s.idle)
+		s.drop(ss)
+	}
 }
 
 // URL is the loopback Streamable HTTP endpoint.
@@ -119,6 +167,9 @@ func (s *Server) URL() string { return "http://" + s.ln.Addr().String() + "/mcp"
 // Close ends every session and its process.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	if !s.mu.closed {
+		close(s.stop)
+	}
 	s.mu.closed = true
 	sessions := s.mu.sessions
 	s.mu.sessions = map[string]*session{}
@@ -141,6 +192,24 @@ type session struct {
 	queue   chan []byte            // messages the server started
 	done    chan struct{}
 	once    sync.Once
+
+	// lastUsed (unix nanoseconds) is when a request last came or ended;
+	// streams counts open GET streams. Together they say it is idle.
+	lastUsed atomic.Int64
+	streams  atomic.Int32
+}
+
+func (ss *session) touch() { ss.lastUsed.Store(time.Now().UnixNano()) }
+
+// idleSince reports whether the session has been unused since cutoff: no
+// request since, none waiting for an answer, no open stream.
+func (ss *session) idleSince(cutoff int64) bool {
+	if ss.lastUsed.Load() >= cutoff || ss.streams.Load() > 0 {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.waiting) == 0
 }
 
 func (ss *session) close() {
@@ -212,6 +281,8 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ss.touch()
+	defer ss.touch()
 	isRequest := len(env.ID) > 0 && env.Method != ""
 	var ch chan []byte
 	if isRequest {
@@ -257,6 +328,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	ss.streams.Add(1)
+	defer func() { ss.touch(); ss.streams.Add(-1) }()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -283,9 +356,15 @@ func (s *Server) spawn() (*session, error) {
 		s.mu.Unlock()
 		return nil, errors.New("stdio upstream is stopped")
 	}
-	if len(s.mu.sessions) >= maxSessions {
+	if len(s.mu.sessions) >= MaxSessions {
+		// Full: sessions idle for long enough make room first.
 		s.mu.Unlock()
-		return nil, fmt.Errorf("too many sessions (%d); end one first", maxSessions)
+		s.reap()
+		s.mu.Lock()
+	}
+	if len(s.mu.sessions) >= MaxSessions {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("too many sessions (%d); end one first", MaxSessions)
 	}
 	if wait := time.Until(s.mu.nextSpawn); wait > 0 {
 		s.mu.Unlock()
@@ -310,6 +389,7 @@ func (s *Server) spawn() (*session, error) {
 	}
 	ss := &session{id: hex.EncodeToString(idb[:]), cmd: cmd, stdin: stdin, log: s.log,
 		waiting: map[string]chan []byte{}, queue: make(chan []byte, backlog), done: make(chan struct{})}
+	ss.touch()
 	if err := cmd.Start(); err != nil {
 		s.failed()
 		return nil, fmt.Errorf("start %s: %w", s.argv[0], err)

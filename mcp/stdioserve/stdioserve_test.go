@@ -2,9 +2,14 @@ package stdioserve_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,5 +80,83 @@ func TestSplitCommand(t *testing.T) {
 	}
 	if _, err := stdioserve.Start("/no/such/binary", nil); err == nil {
 		t.Fatal("a missing command was accepted")
+	}
+}
+
+// TestIdleSessionEndsWithItsProcess: a session nobody uses any more (no
+// request, no open stream) is ended with its process, so clients that
+// vanish without DELETE cannot hold the upstream's processes for good; a
+// connected client, whose stream is open, keeps its session however quiet.
+func TestIdleSessionEndsWithItsProcess(t *testing.T) {
+	t.Setenv("MCPMESH_STDIO_CHILD", "1")
+	const idle = 500 * time.Millisecond
+	s, err := stdioserve.StartIdle(os.Args[0]+" -test.run ^TestHelperStdioServer$", nil, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// A connected SDK client keeps its standalone stream open.
+	c := sdk.NewClient(&sdk.Implementation{Name: "c", Version: "1"}, nil)
+	kept, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.URL(), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+
+	// A raw client initializes, asks once, and goes away without DELETE.
+	post := func(sid, body string) (*http.Response, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL(), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if sid != "" {
+			req.Header.Set("Mcp-Session-Id", sid)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, _ := post("", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %d", resp.StatusCode)
+	}
+	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	_, body := post(sid, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pid","arguments":{}}}`)
+	var answer struct {
+		Result struct {
+			Content []struct{ Text string } `json:"content"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || len(answer.Result.Content) != 1 {
+		t.Fatalf("tools/call pid: %s (%v)", body, err)
+	}
+	pid, err := strconv.Atoi(answer.Result.Content[0].Text)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d of the idle session still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp, _ := post(sid, `{"jsonrpc":"2.0","id":2,"method":"ping"}`); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the idle session still answers: %d", resp.StatusCode)
+	}
+	time.Sleep(2 * idle)
+	if _, err := kept.CallTool(ctx, &sdk.CallToolParams{Name: "pid"}); err != nil {
+		t.Fatalf("a connected client lost its quiet session: %v", err)
 	}
 }
