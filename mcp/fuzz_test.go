@@ -1,7 +1,10 @@
 package mcp
 
 import (
+	"encoding/json"
+	"fmt"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -18,6 +21,9 @@ func FuzzParseMessage(f *testing.F) {
 		`{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"a":2}}`,
 		"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}",
 		`{"jsonrpc":"2.0","id":1,"method":"x"} []`,
+		`{"jsonrpc":"2.0","id":-0,"method":"ping"}`,
+		`{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"result":{}}]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -38,6 +44,25 @@ func FuzzParseMessage(f *testing.F) {
 		}
 		if batch != batch2 || len(again) != len(msgs) {
 			t.Fatalf("re-encoding changed the shape: %q -> %q", data, enc)
+		}
+		// Every accepted numeric id reads back as the same number in any
+		// JSON implementation: one spelling, within ±(2^53-1). Within a
+		// batch, no two requests (or two answers) share an id.
+		seen := map[string]bool{}
+		for _, m := range msgs {
+			if n, ok := m.id.(json.Number); ok {
+				v, err := strconv.ParseInt(string(n), 10, 64)
+				if err != nil || strconv.FormatInt(v, 10) != string(n) || v > maxSafeID || v < -maxSafeID {
+					t.Fatalf("accepted id %s in %q", n, data)
+				}
+			}
+			if m.kind != kindNotification {
+				k := fmt.Sprint(m.kind, idKey(m.id))
+				if seen[k] {
+					t.Fatalf("accepted a batch repeating id %v: %q", m.id, data)
+				}
+				seen[k] = true
+			}
 		}
 		for i := range msgs {
 			a, b := msgs[i], again[i]
