@@ -48,8 +48,10 @@ type Service struct {
 }
 
 // DefaultMaxSessionsPerCaller is the session quota of a caller when
-// Service.MaxSessionsPerCaller is zero.
-const DefaultMaxSessionsPerCaller = 32
+// Service.MaxSessionsPerCaller is zero: room for a host running many
+// agents at once, while bounding what any one node can make the proxy and
+// the upstream hold.
+const DefaultMaxSessionsPerCaller = 256
 
 // Config configures a Proxy.
 type Config struct {
