@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,6 +80,9 @@ type Config struct {
 	// MaxMessageBytes bounds a request body (default DefaultMaxMessageBytes).
 	// A larger body gets a JSON-RPC error and is never forwarded.
 	MaxMessageBytes int64
+	// MaxConnsPerSource bounds the connections one source address may
+	// hold open to Serve at once (default DefaultMaxConnsPerSource).
+	MaxConnsPerSource int
 	// Upstream sends requests to the upstreams. The default is the
 	// proxy's own loopback HTTP/1.1 client (see upstreamTransport): no
 	// overall timeout (SSE streams are long-lived), no proxy from the
@@ -420,7 +424,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	}
 	p.servers[srv] = struct{}{}
 	p.mu.Unlock()
-	err := srv.Serve(ln)
+	err := srv.Serve(limitPerSource(ln, cmp.Or(p.cfg.MaxConnsPerSource, DefaultMaxConnsPerSource)))
 	p.mu.Lock()
 	delete(p.servers, srv)
 	p.mu.Unlock()
