@@ -91,6 +91,12 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	// The store released the node's service names with the revocation.
+	for svc, sv := range s.mu.services {
+		if sv.Node == name {
+			delete(s.mu.services, svc)
+		}
+	}
 	n := *s.mu.nodes[name]
 	n.RevokedAt = s.now()
 	s.applyLocked(&n, version, store.EventRevoke)

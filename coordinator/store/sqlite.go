@@ -134,6 +134,13 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: integrity check of %s failed: %v %s", path, err, ok)
 	}
+	// Stores written before Revoke released service names may still hold
+	// some for revoked nodes; nobody could call them, so nothing else
+	// changes when they go.
+	if _, err := db.Exec(`DELETE FROM services WHERE node IN (SELECT name FROM nodes WHERE revoked_at != 0)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: release services of revoked nodes in %s: %w", path, err)
+	}
 	return &SQLite{db: db}, nil
 }
 
@@ -431,6 +438,11 @@ func (s *SQLite) Revoke(ctx context.Context, name string, now time.Time) (uint64
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET revoked_at = ? WHERE name = ?`, now.UnixNano(), name); err != nil {
 			return fmt.Errorf("store: revoke: %w", err)
+		}
+		// A revoked node serves nothing: its service names are free for
+		// another node to publish.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM services WHERE node = ?`, name); err != nil {
+			return fmt.Errorf("store: release services of %q: %w", name, err)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT serial, expires FROM serials WHERE node = ? AND expires > ?`, name, now.UnixNano())
 		if err != nil {

@@ -141,8 +141,10 @@ type Store interface {
 	SetEndpoint(ctx context.Context, name string, ep netip.AddrPort) (version uint64, changed bool, err error)
 	// TouchLastSeen records that a node was connected at t. It is not an event.
 	TouchLastSeen(ctx context.Context, name string, t time.Time) error
-	// Revoke marks the node revoked and logs it; it returns the node's
-	// serials that have not expired by now.
+	// Revoke marks the node revoked, releases the names of the services it
+	// published (another node may publish them next) and logs it, in one
+	// transaction; it returns the node's serials that have not expired by
+	// now.
 	Revoke(ctx context.Context, name string, now time.Time) (uint64, []Serial, error)
 	// RecordSerial remembers an issued SVID serial.
 	RecordSerial(ctx context.Context, s Serial) error
