@@ -13,15 +13,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/netutil"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
@@ -34,6 +37,18 @@ const (
 	DefaultSVIDTTL   = time.Hour
 	DefaultNetmapTTL = 72 * time.Hour
 	heartbeatEvery   = 10 * time.Second
+
+	// DefaultReadHeaderTimeout bounds the TLS handshake and a request's
+	// headers.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultBodyReadTimeout bounds reading a request body.
+	DefaultBodyReadTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes keep-alive connections left idle.
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultMaxConns bounds open connections. A node holds up to two (its
+	// netmap stream and one for everything else), so it leaves room for
+	// 10,000 nodes reconnecting while their old connections linger.
+	DefaultMaxConns = 1 << 16
 )
 
 // Config tunes a coordinator; the zero value gives the defaults.
@@ -51,6 +66,23 @@ type Config struct {
 	NetmapTTL time.Duration
 	// Store replaces the embedded SQLite store (for PostgreSQL later).
 	Store store.Store
+
+	// ReadHeaderTimeout bounds the TLS handshake and the reading of a
+	// request's headers (default DefaultReadHeaderTimeout).
+	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds the reading of a request body, counted from
+	// when the headers were read, on every endpoint but the netmap stream
+	// (default DefaultBodyReadTimeout). A client that trickles its body
+	// has its connection closed when it runs out.
+	BodyReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that carries no request
+	// for this long (default DefaultIdleTimeout). A netmap stream is a
+	// request in progress, never idle.
+	IdleTimeout time.Duration
+	// MaxConns bounds the connections Serve holds open at once (default
+	// DefaultMaxConns); past it, new ones wait in the listen backlog until
+	// one closes.
+	MaxConns int
 }
 
 // Server is a running coordinator. Create one with Open, serve its Handler
@@ -65,7 +97,12 @@ type Server struct {
 	netmapKey ed25519.PrivateKey
 	store     store.Store
 	tlsCert   tls.Certificate
-	mux       *http.ServeMux
+	handler   http.Handler // the routes behind the body deadline
+
+	readHeaderTimeout time.Duration
+	bodyReadTimeout   time.Duration
+	idleTimeout       time.Duration
+	maxConns          int
 
 	// mu guards the in-memory view of the registry and the subscribers.
 	mu struct {
@@ -102,6 +139,11 @@ func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
 		netmapKey: ld.netmapKey,
 		store:     cfg.Store,
 		closing:   make(chan struct{}),
+
+		readHeaderTimeout: orDefault(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		bodyReadTimeout:   orDefault(cfg.BodyReadTimeout, DefaultBodyReadTimeout),
+		idleTimeout:       orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
+		maxConns:          orDefault(cfg.MaxConns, DefaultMaxConns),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -111,6 +153,10 @@ func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
 	}
 	if cfg.SVIDTTL < 0 || cfg.NetmapTTL < 0 {
 		return nil, fmt.Errorf("coordinator: negative lifetime (SVID %s, netmap %s)", cfg.SVIDTTL, cfg.NetmapTTL)
+	}
+	if cfg.ReadHeaderTimeout < 0 || cfg.BodyReadTimeout < 0 || cfg.IdleTimeout < 0 || cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("coordinator: negative limit (read header %s, body read %s, idle %s, connections %d)",
+			cfg.ReadHeaderTimeout, cfg.BodyReadTimeout, cfg.IdleTimeout, cfg.MaxConns)
 	}
 	if s.svidTTL == 0 {
 		s.svidTTL = DefaultSVIDTTL
@@ -213,7 +259,7 @@ func (s *Server) TLSConfig() *tls.Config {
 }
 
 // Handler serves the control API; it expects TLS with TLSConfig.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // TrustDomain is the coordinator's trust domain.
 func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
@@ -221,17 +267,29 @@ func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
 // CAFingerprint is what join tokens carry.
 func (s *Server) CAFingerprint() identity.Fingerprint { return s.ca.Fingerprint() }
 
-// Serve accepts connections on ln until ctx ends or Close is called.
+// orDefault is v, or def when v is zero.
+func orDefault[T time.Duration | int](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on ln until ctx ends or Close is called. It
+// holds at most Config.MaxConns connections (TLS handshakes included), and
+// closes those that are slow to send headers or a body, or that sit idle
+// (Config's timeouts).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		IdleTimeout:       s.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(tls.NewListener(ln, hs.TLSConfig)) }()
+	go func() { errc <- hs.Serve(tls.NewListener(netutil.LimitListener(ln, s.maxConns), hs.TLSConfig)) }()
 	select {
 	case <-ctx.Done():
 	case <-s.closing:
@@ -283,7 +341,51 @@ func (s *Server) routes() {
 	m.HandleFunc("GET "+api.PathAdminPolicyHistory, s.adminOnly(s.handlePolicyHistory))
 	m.HandleFunc("POST "+api.PathAdminPolicyRollback, s.adminOnly(s.handlePolicyRollback))
 	m.HandleFunc("POST "+api.PathAdminPolicyExplain, s.adminOnly(s.handlePolicyExplain))
-	s.mux = m
+	s.handler = s.bodyDeadline(m)
+}
+
+// bodyDeadline gives the body of every request but the netmap stream's a
+// read deadline of Config.BodyReadTimeout, so a client that sends its
+// headers and then trickles the body cannot hold a connection (and a
+// handler) for as long as it likes. It wraps the whole mux: a request the
+// mux refuses (unknown path, wrong method) has its unread body drained by
+// net/http, under the same deadline. The stream is one long-lived request
+// with no body, and nothing may cut it. Once a body has been read to its
+// end the deadline is lifted: net/http keeps reading the connection in the
+// background while the handler runs, and a deadline passing then would
+// cancel the request's context under a handler that was merely slow.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || (r.Method == http.MethodGet && r.URL.Path == api.PathNetmap) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(s.bodyReadTimeout)); err != nil {
+			// Not a connection of ours (a test recorder); nothing to bound.
+			s.log.Debug("no read deadline for request body", "path", r.URL.Path, "err", err)
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the connection's read deadline when the body ends.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{}) // the connection is gone if this fails
+	}
+	return n, err
 }
 
 // caller is a node authenticated by its SVID.
@@ -350,6 +452,17 @@ func (s *Server) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 			httpError(w, http.StatusForbidden, fmt.Sprintf("%s is not an admin of %s", id, s.td))
 			return
 		}
+		// As for nodes: a keep-alive connection outlives the admin
+		// certificate that opened it, and must not outlive its authority.
+		leaf, err := identity.PeerLeaf(r.TLS)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		if !s.now().Before(leaf.NotAfter) {
+			httpError(w, http.StatusUnauthorized, fmt.Sprintf("the admin certificate this connection was opened with expired at %s; reconnect with a valid admin credential", leaf.NotAfter.UTC().Format(time.RFC3339)))
+			return
+		}
 		h(w, r)
 	}
 }
@@ -378,6 +491,10 @@ func readJSONUnbounded(w http.ResponseWriter, r *http.Request, v any) bool {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+			return false
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			httpError(w, http.StatusRequestTimeout, "request body not received in time")
 			return false
 		}
 		httpError(w, http.StatusBadRequest, "malformed request: "+err.Error())
