@@ -115,6 +115,7 @@ func (s *Server) applyPolicyLocked(pol *policy.Policy, policyVersion, version ui
 	wasOpen := s.mu.vis.pol == nil
 	s.mu.vis.pol, s.mu.vis.polVer = pol, policyVersion
 	s.mu.vis.rebuild(s.mu.nodes, s.servicesLocked())
+	s.warnIgnoredTagsLocked()
 	if version > s.mu.version {
 		s.mu.version = version
 	}
@@ -127,6 +128,25 @@ func (s *Server) applyPolicyLocked(pol *policy.Policy, policyVersion, version ui
 		}
 		sub.recompute = true
 		sub.wakeLocked(s.mu.version)
+	}
+}
+
+// warnIgnoredTagsLocked logs every service tag the policy in force does
+// not let its node use, which visibility therefore ignores.
+func (s *Server) warnIgnoredTagsLocked() {
+	if s.mu.vis.pol == nil {
+		return
+	}
+	for name, sv := range s.mu.services {
+		eff, ok := s.mu.vis.svc[name]
+		if !ok {
+			continue
+		}
+		for _, t := range sv.Tags {
+			if !slices.Contains(eff.Tags, t) {
+				s.log.Warn("service tag ignored: tagOwners does not let its node use it", "service", name, "node", sv.Node, "tag", t, "policy", s.mu.vis.polVer)
+			}
+		}
 	}
 }
 

@@ -192,8 +192,8 @@ func (s *Server) handlePolicyExplain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc := policy.Service{Name: dst}
-	if sv, ok := s.mu.services[dst]; ok {
-		svc = serviceOf(sv)
+	if sv, ok := s.mu.vis.svc[dst]; ok {
+		svc = serviceOf(sv) // with the tags its node may use
 	}
 	if s.mu.vis.pol == nil {
 		writeJSON(w, http.StatusOK, api.ExplainResponse{Explanation: "deny: no policy has been applied (default deny)"})

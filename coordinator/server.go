@@ -227,6 +227,7 @@ func (s *Server) loadState(ctx context.Context) error {
 		s.mu.vis.pol, s.mu.vis.polVer = pol, pv.Version
 	}
 	s.mu.vis.rebuild(s.mu.nodes, svcs)
+	s.warnIgnoredTagsLocked()
 	return nil
 }
 

@@ -51,6 +51,14 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(svcs, func(a, b store.Service) int { return strings.Compare(a.Name, b.Name) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if msg := s.tagRefusalLocked(c.name, svcs); msg != "" {
+		// 409, not 403: the node sends its whole set again on every
+		// reconnection, and a 403 would make it give up on the
+		// coordinator for good instead of waiting for the policy (or
+		// its services) to change.
+		httpError(w, http.StatusConflict, msg)
+		return
+	}
 	version, changed, err := s.store.SetServices(r.Context(), c.name, svcs)
 	switch {
 	case errors.Is(err, store.ErrServiceTaken):
@@ -76,10 +84,44 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// tagRefusalLocked explains why node may not publish svcs, or returns ""
+// when it may: under a policy, each tag of a service must be one that
+// tagOwners lets the node use. A tag the coordinator already holds for the
+// same service of the same node is let through, so that the set a node
+// sends again on reconnection is never refused for a policy that changed
+// since; such a tag is ignored all the same while the node may not use it
+// (visibility.effective). In an open mesh every tag is accepted: no call is
+// allowed until a policy exists, and that policy then decides.
+func (s *Server) tagRefusalLocked(node string, svcs []store.Service) string {
+	pol, n := s.mu.vis.pol, s.mu.nodes[node]
+	if pol == nil || n == nil {
+		return ""
+	}
+	id := identityOf(n)
+	for _, sv := range svcs {
+		held := s.mu.services[sv.Name]
+		for _, t := range sv.Tags {
+			if pol.MayUseTag(id, strings.TrimPrefix(t, "tag:")) || (held.Node == node && slices.Contains(held.Tags, t)) {
+				continue
+			}
+			hint := ""
+			if len(n.Tags) > 0 {
+				hint = fmt.Sprintf(" (or one of its tags: %s)", strings.Join(n.Tags, ", "))
+			}
+			return fmt.Sprintf("service %q may not carry %s: policy v%d does not let node %q use it; "+
+				"an admin can add %q%s to tagOwners[%q] in the policy, or serve %s again without %s",
+				sv.Name, t, s.mu.vis.polVer, node, "node:"+node, hint, t, sv.Name, t)
+		}
+	}
+	return ""
+}
+
+// handleServicesList answers the admin with every published service and
+// the tags it carries under the current policy.
 func (s *Server) handleServicesList(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	out := api.ServiceList{Services: []api.Service{}}
-	for _, sv := range s.mu.services {
+	for _, sv := range s.mu.vis.svc {
 		out.Services = append(out.Services, api.Service{Name: sv.Name, Node: sv.Node, Tags: sv.Tags})
 	}
 	s.mu.Unlock()

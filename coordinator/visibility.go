@@ -22,7 +22,7 @@ import (
 type visibility struct {
 	pol     *policy.Policy
 	polVer  uint64
-	svc     map[string]store.Service       // published services of unrevoked nodes
+	svc     map[string]store.Service       // published services of unrevoked nodes, with their effective tags
 	svcsOn  map[string][]string            // node → names of the services it hosts
 	callers map[string]map[string]struct{} // service → nodes that may reach it
 }
@@ -59,7 +59,32 @@ func (v *visibility) rebuild(nodes map[string]*store.Node, services []store.Serv
 	}
 }
 
+// effective is s as the policy sees it: without the tags its node may not
+// use under the current policy (tagOwners). A node names its services' tags
+// itself, and a tag decides which grants reach a service, so a tag counts
+// only while the policy lets the node use it; a later policy that drops the
+// ownership takes the tag away without the node publishing again. In an
+// open mesh (no policy) every tag stands: no call is allowed anyway.
+func (v *visibility) effective(s store.Service, nodes map[string]*store.Node) store.Service {
+	if v.pol == nil || len(s.Tags) == 0 {
+		return s
+	}
+	tags := make([]string, 0, len(s.Tags))
+	if n := nodes[s.Node]; n != nil {
+		id := identityOf(n)
+		for _, t := range s.Tags {
+			if v.pol.MayUseTag(id, strings.TrimPrefix(t, "tag:")) {
+				tags = append(tags, t)
+			}
+		}
+	}
+	s.Tags = tags
+	return s
+}
+
+// addService indexes s with the tags its node may use (effective).
 func (v *visibility) addService(s store.Service, nodes map[string]*store.Node) {
+	s = v.effective(s, nodes)
 	v.svc[s.Name] = s
 	v.svcsOn[s.Node] = append(v.svcsOn[s.Node], s.Name)
 	slices.Sort(v.svcsOn[s.Node])

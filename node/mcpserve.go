@@ -126,6 +126,14 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	defer n.fwMu.Unlock()
 	next := slices.DeleteFunc(n.servedNow(), func(s localapi.ServeRequest) bool { return s.Name == req.Name })
 	next = append(next, req)
+	// The coordinator decides first whether the node may publish the
+	// service (its name is free, its tags are the node's to use), so a
+	// refusal changes nothing here. An unreachable coordinator does not
+	// stop the node serving: the set goes again on reconnect.
+	published := n.SetServices(ctx, servedSpecs(next))
+	if refused(published) {
+		return nil, fmt.Errorf("the coordinator refused to publish %s: %w", req.Name, published)
+	}
 	// Locking the port down comes before the service is reachable, so it
 	// is never served while the shadow port is still open.
 	if err := n.applyFirewall(next); err != nil {
@@ -140,6 +148,12 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 		if ferr := n.applyFirewall(n.servedNow()); ferr != nil {
 			n.log.Error("host firewall not restored", "err", ferr)
 		}
+		if published == nil {
+			// The coordinator took a set this node does not serve after all.
+			if perr := n.SetServices(ctx, servedSpecs(n.servedNow())); perr != nil {
+				n.log.Error("services not withdrawn at the coordinator (they are sent again on reconnect)", "err", perr)
+			}
+		}
 		return nil, err
 	}
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
@@ -148,14 +162,13 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	}
 	n.mu.Lock()
 	n.mu.served = next
-	specs := servedSpecs(n.mu.served)
 	err = n.saveServicesLocked()
 	n.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	if err := n.SetServices(ctx, specs); err != nil {
-		return res, fmt.Errorf("serving %s locally, but the coordinator did not take it (it will be sent again on reconnect): %w", req.Name, err)
+	if published != nil {
+		return res, fmt.Errorf("serving %s locally, but the coordinator could not be told (it will be on reconnect): %w", req.Name, published)
 	}
 	n.log.Info("serving mesh-only service", "service", req.Name, "upstream", req.Upstream, "tags", req.Tags)
 	return res, nil
@@ -235,6 +248,14 @@ func (n *Node) servedNow() []localapi.ServeRequest {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.mu.served)
+}
+
+// refused reports whether err is the coordinator's answer refusing a
+// request (HTTP 4xx), which sending it again would not change, as opposed
+// to a coordinator that could not be reached or failed.
+func refused(err error) bool {
+	var se *api.StatusError
+	return errors.As(err, &se) && se.Code/100 == 4
 }
 
 func servedSpecs(served []localapi.ServeRequest) []api.ServiceSpec {

@@ -113,8 +113,11 @@ type Node struct {
 		// services are what this node publishes (sent again on every
 		// reconnect); policy is compiled from the netmap's bundle for them.
 		services []api.ServiceSpec
-		policy   *policy.Policy
-		bundle   *api.PolicyBundle
+		// servicesErr is the coordinator's refusal of the services this
+		// node serves, shown by status until a set is taken.
+		servicesErr error
+		policy      *policy.Policy
+		bundle      *api.PolicyBundle
 		// served are the services this node serves, as `serve` asked.
 		served []localapi.ServeRequest
 		stdio  map[string]*stdioserve.Server
@@ -529,11 +532,21 @@ func (n *Node) Policy() (*policy.Policy, uint64) {
 // SetServices publishes the whole set of services this node serves. It is
 // sent again on every reconnection, so a coordinator that lost it (or was
 // down) learns it back.
+// A set the coordinator refuses (a name another node holds, a tag this
+// node may not use) is not kept: the next reconnection sends the last set
+// it took.
 func (n *Node) SetServices(ctx context.Context, svcs []api.ServiceSpec) error {
+	err := n.client.SetServices(ctx, svcs)
+	if refused(err) {
+		return err
+	}
 	n.mu.Lock()
 	n.mu.services = slices.Clone(svcs)
+	if err == nil {
+		n.mu.servicesErr = nil
+	}
 	n.mu.Unlock()
-	return n.client.SetServices(ctx, svcs)
+	return err
 }
 
 // netmapHandler adapts the node to controlclient.Handler.
@@ -574,7 +587,21 @@ func (h netmapHandler) Connected(ctx context.Context) error {
 		return err
 	}
 	if svcs != nil {
-		return n.client.SetServices(ctx, svcs)
+		err := n.client.SetServices(ctx, svcs)
+		n.mu.Lock()
+		n.mu.servicesErr = nil
+		if refused(err) {
+			n.mu.servicesErr = err
+		}
+		n.mu.Unlock()
+		if refused(err) {
+			// Refused for good (a name taken meanwhile, say): the node's
+			// services are not published, but its netmap stream must not
+			// wait on them, or the node would stop hearing of revocations.
+			n.log.Error("the coordinator refused this node's services; they are not published", "err", err)
+			return nil
+		}
+		return err
 	}
 	return nil
 }

@@ -55,6 +55,9 @@ func (n *Node) Status() (*localapi.Status, error) {
 	if n.mu.bundle != nil {
 		st.PolicyVersion = n.mu.bundle.Version
 	}
+	if n.mu.servicesErr != nil {
+		st.ServicesError = n.mu.servicesErr.Error()
+	}
 	if n.mu.controlErr != nil {
 		st.ControlError = n.mu.controlErr.Error()
 	}

@@ -20,7 +20,7 @@ import (
 
 const demoPolicy = `{
   "groups":    { "group:clinical": ["node:ward-7-laptop"] },
-  "tagOwners": { "tag:billing": ["group:clinical"], "tag:phi": ["group:clinical"] },
+  "tagOwners": { "tag:billing": ["group:clinical"], "tag:phi": ["group:clinical", "node:ehr-server"] },
   "grants": [
     { "src": ["group:clinical"], "dst": ["svc:ehr"], "tools": ["read_*", "search_patients"] },
     { "src": ["tag:billing"],    "dst": ["svc:ehr"], "tools": ["get_invoice"], "when": "args.amount < 10000" },

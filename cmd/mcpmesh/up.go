@@ -189,6 +189,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if st.Firewall != "" {
 		fmt.Fprintf(e.stdout, "firewall:    %s\n", st.Firewall)
 	}
+	if st.ServicesError != "" {
+		fmt.Fprintf(e.stdout, "services:    NOT PUBLISHED: %s\n", st.ServicesError)
+	}
 	fmt.Fprintln(e.stdout)
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tMESH IP\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")

@@ -21,9 +21,10 @@ import (
 type Policy struct {
 	file      string
 	src       []byte
-	groups    map[string][]str    // "group:x" -> members as written
-	resolved  map[string][]string // "group:x" -> canonical principals, groups expanded
-	tagOwners map[string][]str    // "tag:x" -> owners as written
+	groups    map[string][]str       // "group:x" -> members as written
+	resolved  map[string][]string    // "group:x" -> canonical principals, groups expanded
+	tagOwners map[string][]str       // "tag:x" -> owners as written
+	owners    map[string]*principals // "tag:x" -> owners, groups expanded (MayUseTag)
 	grants    []*grant
 	tests     int
 
@@ -31,15 +32,64 @@ type Policy struct {
 	byTag map[string]*dstIndex // service tag -> grants naming tag:T in dst
 }
 
+// principals is a compiled set of identities: a grant's sources or a tag's
+// owners, with groups expanded.
+type principals struct {
+	nodes  []string // node names, without "node:"
+	tags   []string // tags, without "tag:"
+	spiffe []glob   // SPIFFE ID patterns
+	any    bool     // "*"
+}
+
+// add adds one canonical principal ("*", node:N, tag:T or a SPIFFE ID
+// pattern) that the compiler has validated.
+func (ps *principals) add(p string) {
+	switch {
+	case p == "*":
+		ps.any = true
+	case strings.HasPrefix(p, "node:"):
+		ps.nodes = append(ps.nodes, p[len("node:"):])
+	case strings.HasPrefix(p, "tag:"):
+		ps.tags = append(ps.tags, p[len("tag:"):])
+	case strings.HasPrefix(p, "spiffe://"):
+		if gl, err := compileGlob(p); err == nil {
+			ps.spiffe = append(ps.spiffe, gl)
+		}
+	}
+}
+
+func (ps *principals) spiffeMatch(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := range ps.spiffe {
+		if ps.spiffe[i].match(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether id is one of the principals: by name, by one of its
+// tags, by its SPIFFE ID, or through "*".
+func (ps *principals) match(id Identity) bool {
+	if ps.any || (id.Name != "" && slices.Contains(ps.nodes, id.Name)) {
+		return true
+	}
+	for _, t := range id.Tags {
+		if slices.Contains(ps.tags, t) {
+			return true
+		}
+	}
+	return ps.spiffeMatch(id.ID)
+}
+
 // grant is one compiled grant.
 type grant struct {
 	ref    GrantRef
 	srcRaw []str    // as written, for ForServices
 	src    []string // canonical principals, groups expanded, deduplicated
-	nodes  []string
-	tags   []string
-	spiffe []glob
-	any    bool
+	principals
 
 	dstRaw []str
 	svcs   []string
@@ -72,18 +122,6 @@ func (n *nameSet) match(s string) bool {
 	}
 	for i := range n.globs {
 		if n.globs[i].match(s) {
-			return true
-		}
-	}
-	return false
-}
-
-func (g *grant) spiffeMatch(id string) bool {
-	if id == "" {
-		return false
-	}
-	for i := range g.spiffe {
-		if g.spiffe[i].match(id) {
 			return true
 		}
 	}
@@ -131,6 +169,7 @@ func Parse(filename string, src []byte) (*Policy, error) {
 		groups:    map[string][]str{},
 		resolved:  map[string][]string{},
 		tagOwners: map[string][]str{},
+		owners:    map[string]*principals{},
 		bySvc:     map[string]*dstIndex{},
 		byTag:     map[string]*dstIndex{},
 	}}
@@ -178,6 +217,22 @@ func (c *compiler) compile(raw *rawPolicy) {
 		if _, ok := c.p.groups[g.name.s]; ok {
 			c.resolveGroup(g.name.s, nil, state)
 		}
+	}
+	for _, t := range raw.tagOwners {
+		if _, ok := c.p.tagOwners[t.tag.s]; !ok {
+			continue
+		}
+		ps := &principals{}
+		for _, o := range t.owners {
+			if strings.HasPrefix(o.s, "group:") {
+				for _, m := range c.p.resolved[o.s] {
+					ps.add(m)
+				}
+				continue
+			}
+			ps.add(o.s) // node:N or tag:T; anything else was reported above
+		}
+		c.p.owners[t.tag.s] = ps
 	}
 	for i := range raw.grants {
 		c.grant(i, &raw.grants[i])
@@ -340,17 +395,7 @@ func (c *compiler) grant(i int, r *rawGrant) {
 		}
 	}
 	for _, p := range g.src {
-		switch {
-		case p == "*":
-			g.any = true
-		case strings.HasPrefix(p, "node:"):
-			g.nodes = append(g.nodes, p[len("node:"):])
-		case strings.HasPrefix(p, "tag:"):
-			g.tags = append(g.tags, p[len("tag:"):])
-		default:
-			gl, _ := compileGlob(p)
-			g.spiffe = append(g.spiffe, gl)
-		}
+		g.principals.add(p)
 	}
 	for _, d := range r.dst {
 		switch {

@@ -355,6 +355,18 @@ func (p *Policy) CanReach(src Identity, dst Service) bool {
 	return false
 }
 
+// MayUseTag reports whether src may give a service the tag T (given without
+// "tag:", like Service.Tags): whether tagOwners["tag:T"] names src, by
+// node:NAME, by a tag src carries, or by a group holding either or a SPIFFE
+// ID pattern that matches src. Owners are matched as grant sources are. A tag
+// with no tagOwners entry may be used by no one. A service tag decides which
+// grants reach a service, so the coordinator lets a node's service carry
+// only the tags its node may use.
+func (p *Policy) MayUseTag(src Identity, tag string) bool {
+	ps := p.owners["tag:"+tag]
+	return ps != nil && ps.match(src)
+}
+
 // Source returns the original bytes of the file, comments and all, so the
 // coordinator can store and show exactly what the admin wrote.
 func (p *Policy) Source() []byte { return p.src }

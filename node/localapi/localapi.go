@@ -43,6 +43,9 @@ type Status struct {
 	SVIDExpires   time.Time    `json:"svidExpires"`
 	NetmapVersion uint64       `json:"netmapVersion"`
 	NetmapExpires time.Time    `json:"netmapExpires"`
+	// ServicesError says why the coordinator refused to publish the
+	// services this node serves, when it did.
+	ServicesError string `json:"servicesError,omitempty"`
 	// NetmapExpired is set when the netmap expired without word from the
 	// coordinator: the node then has no peers and denies every call.
 	NetmapExpired bool         `json:"netmapExpired,omitempty"`

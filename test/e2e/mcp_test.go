@@ -56,6 +56,7 @@ func startEHR(t testing.TB) *ehrUpstream {
 
 const ehrPolicy = `{
   "groups": { "group:clinical": ["node:ward-laptop"] },
+  "tagOwners": { "tag:phi": ["node:ehr-server"] },
   "grants": [
     { "src": ["group:clinical"], "dst": ["svc:ehr"], "tools": ["read_*"] },
   ],
