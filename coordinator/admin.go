@@ -38,6 +38,12 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if req.Name != "" {
+		if err := identity.ValidateNodeName(req.Name); err != nil {
+			httpError(w, http.StatusBadRequest, "name: "+err.Error())
+			return
+		}
+	}
 	tok, err := identity.NewToken(s.ca.Fingerprint())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
@@ -45,12 +51,12 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	h := tok.SecretHash()
-	rec := store.Token{ID: tok.ID, SecretHash: h[:], Tags: req.Tags, Reusable: req.Reusable, Created: now, Expires: now.Add(ttl)}
+	rec := store.Token{ID: tok.ID, SecretHash: h[:], Tags: req.Tags, Reusable: req.Reusable, Created: now, Expires: now.Add(ttl), Name: req.Name}
 	if err := s.store.CreateToken(r.Context(), rec); err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	s.log.Info("join token created", "id", tok.ID, "tags", req.Tags, "reusable", req.Reusable, "expires", rec.Expires)
+	s.log.Info("join token created", "id", tok.ID, "tags", req.Tags, "reusable", req.Reusable, "name", req.Name, "expires", rec.Expires)
 	writeJSON(w, http.StatusOK, api.TokenCreateResponse{Token: tok.String(), Expires: rec.Expires})
 }
 

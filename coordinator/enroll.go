@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
@@ -106,6 +107,8 @@ func enrollError(err error) (int, string) {
 		return http.StatusForbidden, "join token has expired; create a new one with `mcpmesh token create`"
 	case errors.Is(err, store.ErrTokenUsed):
 		return http.StatusForbidden, "join token was already used; tokens are single-use unless created with --reusable"
+	case errors.Is(err, store.ErrTokenName):
+		return http.StatusForbidden, fmt.Sprintf("%v; enroll with the name the token was made for (--hostname)", strings.TrimPrefix(err.Error(), "store: "))
 	case errors.Is(err, store.ErrNameTaken):
 		return http.StatusConflict, "a node with this name is already enrolled (with another identity key); choose another --hostname"
 	case errors.Is(err, store.ErrRevoked):

@@ -12,7 +12,7 @@ import (
 
 func runToken(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] != "create" {
-		return usageError{"want: token create [--tags tag:a,tag:b] [--ttl 24h] [--reusable]"}
+		return usageError{"want: token create [--tags tag:a,tag:b] [--ttl 24h] [--reusable] [--name NODE]"}
 	}
 	fs := newFlags(e, "token create")
 	var af adminFlags
@@ -20,6 +20,7 @@ func runToken(ctx context.Context, e *env, args []string) error {
 	tags := fs.String("tags", "", "comma-separated tags the enrolled node gets, e.g. tag:server")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token can be used")
 	reusable := fs.Bool("reusable", false, "allow more than one node to enroll with this token")
+	name := fs.String("name", "", "the only node name the token enrolls (up --hostname), so it cannot claim a name the policy grants to another machine")
 	if _, err := parse(fs, args[1:], 0, 0); err != nil {
 		return err
 	}
@@ -28,7 +29,7 @@ func runToken(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	resp, err := c.CreateToken(ctx, api.TokenCreateRequest{Tags: splitList(*tags), TTL: api.Duration(*ttl), Reusable: *reusable})
+	resp, err := c.CreateToken(ctx, api.TokenCreateRequest{Tags: splitList(*tags), TTL: api.Duration(*ttl), Reusable: *reusable, Name: *name})
 	if err != nil {
 		return err
 	}
@@ -36,6 +37,9 @@ func runToken(ctx context.Context, e *env, args []string) error {
 	use := "single-use"
 	if *reusable {
 		use = "reusable"
+	}
+	if *name != "" {
+		use += " for node " + *name
 	}
 	fmt.Fprintf(e.stderr, "%s join token, expires %s\n", use, resp.Expires.Local().Format(time.RFC3339))
 	return nil

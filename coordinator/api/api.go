@@ -125,6 +125,8 @@ type TokenCreateRequest struct {
 	Tags     []string `json:"tags,omitempty"`
 	TTL      Duration `json:"ttl"`
 	Reusable bool     `json:"reusable,omitempty"`
+	// Name binds the token to one node name (empty: any name).
+	Name string `json:"name,omitempty"`
 }
 
 // TokenCreateResponse carries the token; it is shown once and stored hashed.

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 	reusable    INTEGER NOT NULL,
 	created     INTEGER NOT NULL,
 	expires     INTEGER NOT NULL,
-	uses        INTEGER NOT NULL DEFAULT 0
+	uses        INTEGER NOT NULL DEFAULT 0,
+	name        TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS nodes (
 	name       TEXT PRIMARY KEY,
@@ -129,6 +130,11 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
+	// Columns added since the table was first created.
+	if err := addColumn(db, "tokens", "name", `TEXT NOT NULL DEFAULT ''`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
+	}
 	var ok string
 	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
 		db.Close()
@@ -162,6 +168,33 @@ func (s *SQLite) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	return nil
 }
 
+// addColumn adds a column to a table of a store created before the column
+// existed; a store that has it already is left alone.
+func addColumn(db *sql.DB, table, column, decl string) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return fmt.Errorf("columns of %s: %w", table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return fmt.Errorf("columns of %s: %w", table, err)
+		}
+		if name == column {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("columns of %s: %w", table, err)
+	}
+	rows.Close()
+	if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + column + ` ` + decl); err != nil {
+		return fmt.Errorf("add %s.%s: %w", table, column, err)
+	}
+	return nil
+}
+
 // CreateToken implements Store.
 func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
 	tags, err := json.Marshal(nonNil(t.Tags))
@@ -169,8 +202,8 @@ func (s *SQLite) CreateToken(ctx context.Context, t Token) error {
 		return fmt.Errorf("store: encode tags: %w", err)
 	}
 	_, err = s.db.ExecContext(ctx,
-		`INSERT INTO tokens (id, secret_hash, tags, reusable, created, expires) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.ID, t.SecretHash, string(tags), t.Reusable, t.Created.UnixNano(), t.Expires.UnixNano())
+		`INSERT INTO tokens (id, secret_hash, tags, reusable, created, expires, name) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.SecretHash, string(tags), t.Reusable, t.Created.UnixNano(), t.Expires.UnixNano(), t.Name)
 	if err != nil {
 		return fmt.Errorf("store: insert token: %w", err)
 	}
@@ -186,8 +219,8 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 		var tags string
 		var created, expires int64
 		err := tx.QueryRowContext(ctx,
-			`SELECT id, secret_hash, tags, reusable, created, expires, uses FROM tokens WHERE id = ?`, e.TokenID).
-			Scan(&t.ID, &t.SecretHash, &tags, &t.Reusable, &created, &expires, &t.Uses)
+			`SELECT id, secret_hash, tags, reusable, created, expires, uses, name FROM tokens WHERE id = ?`, e.TokenID).
+			Scan(&t.ID, &t.SecretHash, &tags, &t.Reusable, &created, &expires, &t.Uses, &t.Name)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: join token", ErrNotFound)
 		}
@@ -206,6 +239,9 @@ func (s *SQLite) Enroll(ctx context.Context, e Enrollment) (Node, uint64, error)
 		}
 		if !t.Reusable && t.Uses > 0 {
 			return ErrTokenUsed
+		}
+		if t.Name != "" && t.Name != n.Name {
+			return fmt.Errorf("%w: it is for %q, not %q", ErrTokenName, t.Name, n.Name)
 		}
 		old, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ?`, n.Name))
 		switch {

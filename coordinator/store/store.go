@@ -25,6 +25,7 @@ var (
 	ErrTokenExpired = errors.New("store: join token has expired")
 	ErrNameTaken    = errors.New("store: node name is already enrolled")
 	ErrRevoked      = errors.New("store: node is revoked")
+	ErrTokenName    = errors.New("store: join token is for another node name")
 )
 
 // Token is a join token as stored: the secret only as its SHA-256.
@@ -36,6 +37,10 @@ type Token struct {
 	Created    time.Time
 	Expires    time.Time
 	Uses       int
+	// Name, when set, is the only node name the token enrolls: a token
+	// handed to one machine cannot claim a name the policy grants to
+	// another that has not enrolled yet.
+	Name string
 }
 
 // Node is one enrolled node.

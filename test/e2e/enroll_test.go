@@ -262,3 +262,18 @@ func TestNodeSaysWhenItsSVIDExpiredWhileRunning(t *testing.T) {
 		return err == nil && !st.Connected && strings.Contains(st.ControlError, "SVID expired") && strings.Contains(st.ControlError, "--token")
 	})
 }
+
+// TestTokenForANameCannotClaimAnother: a token made for one machine's name
+// cannot enroll under a name the policy grants to another machine that has
+// not enrolled yet.
+func TestTokenForANameCannotClaimAnother(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour), Name: "ward-7"})
+	_, err := m.StartNode("guest", tok)
+	if err == nil || !strings.Contains(err.Error(), `for "ward-7"`) || !strings.Contains(err.Error(), "--hostname") {
+		t.Fatalf("enrolling as another name: %v; want a refusal naming the token's name and --hostname", err)
+	}
+	if _, err := m.StartNode("ward-7", tok); err != nil {
+		t.Fatalf("the token's own name: %v", err)
+	}
+}
