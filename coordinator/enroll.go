@@ -183,6 +183,14 @@ func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if cur := s.mu.nodes[c.name]; cur != nil && cur.Endpoint == ep {
+		w.WriteHeader(http.StatusNoContent) // the same again, as on every reconnection
+		return
+	}
+	if ok, wait := s.allowChangeLocked(c.name); !ok {
+		tooManyChanges(w, "endpoint", wait)
+		return
+	}
 	version, changed, err := s.store.SetEndpoint(r.Context(), c.name, ep)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())

@@ -25,6 +25,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/netutil"
+	"golang.org/x/time/rate"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
@@ -112,6 +113,9 @@ type Server struct {
 		subs     map[string]*subscriber
 		services map[string]store.Service
 		vis      *visibility
+		// changes limits, per node, the changes it makes to its own
+		// record (allowChangeLocked).
+		changes map[string]*rate.Limiter
 		// shuttingDown refuses new streams once shutdown waits for the
 		// open ones.
 		shuttingDown bool
@@ -203,6 +207,7 @@ func (s *Server) loadState(ctx context.Context) error {
 		return err
 	}
 	s.mu.services = make(map[string]store.Service, len(svcs))
+	s.mu.changes = map[string]*rate.Limiter{}
 	for _, sv := range svcs {
 		s.mu.services[sv.Name] = sv
 	}

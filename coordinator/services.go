@@ -51,6 +51,12 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(svcs, func(a, b store.Service) int { return strings.Compare(a.Name, b.Name) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.sameServicesLocked(c.name, svcs) {
+		if ok, wait := s.allowChangeLocked(c.name); !ok {
+			tooManyChanges(w, "services", wait)
+			return
+		}
+	}
 	if msg := s.tagRefusalLocked(c.name, svcs); msg != "" {
 		// 409, not 403: the node sends its whole set again on every
 		// reconnection, and a 403 would make it give up on the
@@ -82,6 +88,27 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("services published", "node", c.name, "services", len(svcs), "version", version)
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// sameServicesLocked reports whether svcs (sorted by name, tags sorted) is
+// the set node publishes already, as it sends it again on reconnection.
+func (s *Server) sameServicesLocked(node string, svcs []store.Service) bool {
+	n := 0
+	for _, sv := range s.mu.services {
+		if sv.Node == node {
+			n++
+		}
+	}
+	if n != len(svcs) {
+		return false
+	}
+	for _, sv := range svcs {
+		held, ok := s.mu.services[sv.Name]
+		if !ok || held.Node != node || !slices.Equal(held.Tags, sv.Tags) {
+			return false
+		}
+	}
+	return true
 }
 
 // tagRefusalLocked explains why node may not publish svcs, or returns ""

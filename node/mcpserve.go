@@ -252,10 +252,11 @@ func (n *Node) servedNow() []localapi.ServeRequest {
 
 // refused reports whether err is the coordinator's answer refusing a
 // request (HTTP 4xx), which sending it again would not change, as opposed
-// to a coordinator that could not be reached or failed.
+// to a coordinator that could not be reached, failed, or asked to slow
+// down (429).
 func refused(err error) bool {
 	var se *api.StatusError
-	return errors.As(err, &se) && se.Code/100 == 4
+	return errors.As(err, &se) && se.Code/100 == 4 && se.Code != http.StatusTooManyRequests
 }
 
 func servedSpecs(served []localapi.ServeRequest) []api.ServiceSpec {
