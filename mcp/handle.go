@@ -88,16 +88,21 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if x.sid = r.Header.Get(hdrSession); x.sid != "" {
 		svc.mu.Lock()
 		s := svc.sessions[x.sid]
-		svc.mu.Unlock()
-		if s != nil {
-			s.touch()
+		mine := s != nil && s.owner == caller.ID
+		if mine {
+			// In use until the exchange ends (a stream may last hours),
+			// so no sweep takes it meanwhile.
+			s.active.Add(1)
 		}
-		if s == nil || s.owner != caller.ID {
+		svc.mu.Unlock()
+		if !mine {
 			// The same answer whether the session does not exist or
 			// belongs to someone else: no oracle for session ids.
 			x.refuse(http.StatusNotFound, "mcp: session not found", r.Method)
 			return
 		}
+		s.touch()
+		defer func() { s.touch(); s.active.Add(-1) }()
 		x.sess = s
 	}
 

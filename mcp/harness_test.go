@@ -310,8 +310,8 @@ func (r *rig) post(t testing.TB, src string, body string, hdr map[string]string)
 	var datas []string
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		for _, l := range strings.Split(string(b), "\n") {
-			if d, ok := strings.CutPrefix(l, "data: "); ok {
-				datas = append(datas, d)
+			if d, ok := strings.CutPrefix(l, "data: "); ok && strings.TrimSpace(d) != "" {
+				datas = append(datas, d) // not a priming event's empty data
 			}
 		}
 	} else if len(b) > 0 {

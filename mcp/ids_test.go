@@ -225,3 +225,24 @@ func TestResourceUpdatesFollowThePolicyNow(t *testing.T) {
 		t.Error("an update passed after the grant on the resource was withdrawn")
 	}
 }
+
+// TestPrimingEventPassesWithAList: an SSE event with an id and no JSON (a
+// priming event, what a client resumes from) passes unchanged even in an
+// answer whose lists are filtered.
+func TestPrimingEventPassesWithAList(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "id: prime-1\ndata: \n\n")
+		io.WriteString(w, "event: message\nid: prime-2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"delete_chart\"}]}}\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := newRigTo(t, up.URL+"/mcp")
+	a := r.post(t, "127.0.0.2", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Mcp-Protocol-Version": "2025-11-25"})
+	if !strings.Contains(a.body, "id: prime-1\n") || !strings.Contains(a.body, "id: prime-2\n") {
+		t.Errorf("an event id was lost: %q", a.body)
+	}
+	if strings.Contains(a.body, "delete_chart") || !strings.Contains(a.body, `"echo"`) {
+		t.Errorf("the list was not filtered: %q", a.body)
+	}
+}

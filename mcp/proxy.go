@@ -198,15 +198,15 @@ func (svc *service) taskOwner(id string) (string, bool) {
 // taken for good.
 const sessionIdle = 30 * time.Minute
 
-// sweepLocked forgets the sessions idle for longer than sessionIdle and
-// returns their ids, for the caller to end upstream. It runs before a new
-// session is counted, so its cost follows the rate of initializes. The
-// caller holds svc.mu.
+// sweepLocked forgets the sessions idle for longer than sessionIdle (no
+// request begun or ended since, none in progress) and returns their ids,
+// for the caller to end upstream. It runs before a new session is counted,
+// so its cost follows the rate of initializes. The caller holds svc.mu.
 func (svc *service) sweepLocked() []string {
 	cutoff := time.Now().Add(-sessionIdle).UnixNano()
 	var idle []string
 	for id, s := range svc.sessions {
-		if s.lastUsed.Load() < cutoff {
+		if s.active.Load() == 0 && s.lastUsed.Load() < cutoff {
 			idle = append(idle, id)
 		}
 	}
@@ -242,7 +242,8 @@ func (p *Proxy) endSessions(svc *service, ids []string) {
 // session is an upstream session and the identity that opened it.
 type session struct {
 	owner    string       // the caller's SPIFFE ID
-	lastUsed atomic.Int64 // unix nanoseconds of the last request
+	lastUsed atomic.Int64 // unix nanoseconds of the last request, begun or ended
+	active   atomic.Int32 // requests (streams included) in progress
 
 	mu      sync.Mutex
 	version string              // negotiated protocol version, once known
@@ -379,11 +380,24 @@ func (p *Proxy) SetService(s Service) error {
 }
 
 // RemoveService stops serving a service. Requests in flight finish; its
-// sessions are forgotten.
+// sessions are forgotten, and ended upstream.
 func (p *Proxy) RemoveService(name string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	svc := p.services[name]
 	delete(p.services, name)
+	p.mu.Unlock()
+	if svc == nil {
+		return
+	}
+	// The upstream may run on without the proxy: end what it holds for
+	// sessions no caller can reach any more.
+	svc.mu.Lock()
+	ids := make([]string, 0, len(svc.sessions))
+	for id := range svc.sessions {
+		ids = append(ids, id)
+	}
+	svc.mu.Unlock()
+	p.endSessions(svc, ids)
 }
 
 func (p *Proxy) service(name string) *service {

@@ -294,7 +294,9 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 		if !x.mayNotify(joined) {
 			return
 		}
-		if len(lists) > 0 || mayList(joined) {
+		// An event without JSON (a priming event: an id and empty data)
+		// has nothing to filter, and its id is what a client resumes from.
+		if len(bytes.TrimSpace(joined)) > 0 && (len(lists) > 0 || mayList(joined)) {
 			nd, err := x.rewrite(joined, lists, nil)
 			if err != nil {
 				// Dropped, not passed on unread: the stream goes on.

@@ -171,3 +171,46 @@ func waitUntil(t *testing.T, what string, f func() bool) {
 		}
 	}
 }
+
+// TestSessionInUseIsNeverIdle: a session whose stream is open (a client
+// waiting for notifications) is not swept however long it sends nothing,
+// when another caller's initialize sweeps.
+func TestSessionInUseIsNeverIdle(t *testing.T) {
+	r := newRig(t, nil) // SSE answers, stateful
+	sid := r.rawSession(t, "127.0.0.2", "2025-06-18")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.endpoint(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	resp, err := httpFrom(t, "127.0.0.2").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET stream: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() { io.Copy(io.Discard, resp.Body); close(ended) }()
+	svc := r.proxy.service("charts")
+	svc.mu.Lock()
+	svc.sessions[sid].lastUsed.Store(time.Now().Add(-2 * sessionIdle).UnixNano())
+	svc.mu.Unlock()
+	r.rawSession(t, "127.0.0.3", "2025-06-18") // bob's initialize sweeps
+	select {
+	case <-ended:
+		t.Fatal("the open stream was ended by another caller's initialize")
+	case <-time.After(time.Second):
+	}
+	svc.mu.Lock()
+	_, kept := svc.sessions[sid]
+	svc.mu.Unlock()
+	if !kept {
+		t.Fatal("a session with an open stream was forgotten")
+	}
+}

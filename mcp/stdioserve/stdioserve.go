@@ -396,6 +396,17 @@ func (s *Server) spawn() (*session, error) {
 	}
 	started := time.Now()
 	s.mu.Lock()
+	// Checked again: other spawns, or Close, may have come in meanwhile.
+	if s.mu.closed || len(s.mu.sessions) >= MaxSessions {
+		closed := s.mu.closed
+		s.mu.Unlock()
+		ss.close()
+		go func() { _ = cmd.Wait() }()
+		if closed {
+			return nil, errors.New("stdio upstream is stopped")
+		}
+		return nil, fmt.Errorf("too many sessions (%d); end one first", MaxSessions)
+	}
 	s.mu.sessions[ss.id] = ss
 	s.mu.Unlock()
 	go ss.logStderr(stderr, s.argv[0])
