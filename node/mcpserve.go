@@ -131,41 +131,53 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	// refusal changes nothing here. An unreachable coordinator does not
 	// stop the node serving: the set goes again on reconnect.
 	published := n.SetServices(ctx, servedSpecs(next))
-	if refused(published) {
+	if refused(published) || slowDown(published) {
 		return nil, fmt.Errorf("the coordinator refused to publish %s: %w", req.Name, published)
+	}
+	// fail undoes what went before it, so that what is served, what the
+	// coordinator lists and what the next reconnection sends stay one set.
+	// replaced is set once the service's old upstream (if it had one) has
+	// been stopped or swapped for the new one.
+	replaced := false
+	fail := func(err error) (*localapi.ServeResult, error) {
+		if replaced {
+			n.restoreService(req.Name)
+		}
+		if ferr := n.applyFirewall(n.servedNow()); ferr != nil {
+			n.log.Error("host firewall not restored", "err", ferr)
+		}
+		if perr := n.SetServices(ctx, servedSpecs(n.servedNow())); perr != nil && published == nil {
+			n.log.Error("services not withdrawn at the coordinator (they are sent again on reconnect)", "err", perr)
+		}
+		return nil, err
 	}
 	// Locking the port down comes before the service is reachable, so it
 	// is never served while the shadow port is still open.
 	if err := n.applyFirewall(next); err != nil {
-		return nil, err
+		return fail(err)
 	}
+	replaced = true
 	url, err := n.upstreamURL(req)
 	if err == nil {
 		err = n.proxy.SetService(proxyService(req, url))
 	}
 	if err != nil {
-		n.stopStdio(req.Name)
-		if ferr := n.applyFirewall(n.servedNow()); ferr != nil {
-			n.log.Error("host firewall not restored", "err", ferr)
-		}
-		if published == nil {
-			// The coordinator took a set this node does not serve after all.
-			if perr := n.SetServices(ctx, servedSpecs(n.servedNow())); perr != nil {
-				n.log.Error("services not withdrawn at the coordinator (they are sent again on reconnect)", "err", perr)
-			}
-		}
-		return nil, err
+		return fail(err)
 	}
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
 	if req.Upstream != "" {
 		res.Warnings = exposureWarnings(req.Upstream, req.Lockdown)
 	}
 	n.mu.Lock()
+	prev := n.mu.served
 	n.mu.served = next
 	err = n.saveServicesLocked()
+	if err != nil {
+		n.mu.served = prev
+	}
 	n.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if published != nil {
 		return res, fmt.Errorf("serving %s locally, but the coordinator could not be told (it will be on reconnect): %w", req.Name, published)
@@ -174,8 +186,31 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	return res, nil
 }
 
+// restoreService serves name again as the saved set has it, after a
+// failed attempt to replace it; a name the set does not hold is stopped.
+func (n *Node) restoreService(name string) {
+	i := slices.IndexFunc(n.servedNow(), func(s localapi.ServeRequest) bool { return s.Name == name })
+	if i < 0 {
+		n.proxy.RemoveService(name)
+		n.stopStdio(name)
+		return
+	}
+	old := n.servedNow()[i]
+	url, err := n.upstreamURL(old)
+	if err == nil {
+		err = n.proxy.SetService(proxyService(old, url))
+	}
+	if err != nil {
+		n.log.Error("the service could not be served again as it was; serve it again", "service", name, "err", err)
+	}
+}
+
 // Unserve stops serving a service.
 func (n *Node) Unserve(ctx context.Context, name string) error {
+	// The same lock as Serve: the set each computes and publishes is
+	// never one the other is changing.
+	n.fwMu.Lock()
+	defer n.fwMu.Unlock()
 	n.mu.Lock()
 	before := len(n.mu.served)
 	n.mu.served = slices.DeleteFunc(n.mu.served, func(s localapi.ServeRequest) bool { return s.Name == name })
@@ -193,11 +228,8 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 	}
 	// The lockdown is lifted only after the proxy stopped serving the
 	// service.
-	n.fwMu.Lock()
-	ferr := n.applyFirewall(n.servedNow())
-	n.fwMu.Unlock()
-	if ferr != nil {
-		return ferr
+	if err := n.applyFirewall(n.servedNow()); err != nil {
+		return err
 	}
 	return n.SetServices(ctx, specs)
 }
@@ -257,6 +289,13 @@ func (n *Node) servedNow() []localapi.ServeRequest {
 func refused(err error) bool {
 	var se *api.StatusError
 	return errors.As(err, &se) && se.Code/100 == 4 && se.Code != http.StatusTooManyRequests
+}
+
+// slowDown reports whether err is the coordinator asking this node to
+// make its changes less often (HTTP 429).
+func slowDown(err error) bool {
+	var se *api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusTooManyRequests
 }
 
 func servedSpecs(served []localapi.ServeRequest) []api.ServiceSpec {
@@ -320,6 +359,7 @@ func (n *Node) mcpForwarder() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("service")
 		n.mu.Lock()
+		n.enforceExpiryLocked()
 		if err := n.expiredErrLocked(); err != nil {
 			n.mu.Unlock()
 			jsonRPCError(w, http.StatusServiceUnavailable, err.Error())

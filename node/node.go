@@ -202,6 +202,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(3)
 	go func() { defer n.wg.Done(); n.runControl(runCtx) }()
 	go func() { defer n.wg.Done(); n.runRenewal(runCtx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.watchExpiry(runCtx) }()
 	go func() { defer n.wg.Done(); n.audit.Ship(runCtx, n.client.ShipAudit) }()
 	if n.cfg.Firewall != nil {
 		n.wg.Add(1)
@@ -483,12 +485,41 @@ func (n *Node) expiredErrLocked() error {
 // word from the coordinator: a node cut off for longer than the netmap's
 // lifetime cannot know whether its peers were revoked or its policy
 // changed, so it stops trusting both.
+//
+// Timers count the time the machine is awake, and the expiry is a time of
+// day: a laptop asleep past it must not wake up trusting its map for the
+// rest of the timer. So the expiry is also checked on the wall clock where
+// the map is used (enforceExpiryLocked) and by watchExpiry every
+// expiryCheck.
 func (n *Node) expireNetmap() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.enforceExpiryLocked()
+}
+
+// expiryCheck is how often watchExpiry looks at the wall clock.
+const expiryCheck = 30 * time.Second
+
+// watchExpiry enforces the netmap's expiry until ctx ends.
+func (n *Node) watchExpiry(ctx context.Context) {
+	t := time.NewTicker(expiryCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.expireNetmap()
+		}
+	}
+}
+
+// enforceExpiryLocked takes the held map out of force if the wall clock
+// has passed its expiry.
+func (n *Node) enforceExpiryLocked() {
 	held := n.mu.held
-	if n.mu.closed || held == nil || !netmapExpired(held, time.Now()) {
-		return // closed, or renewed since the timer was set
+	if n.mu.closed || held == nil || n.mu.netmap != held || !netmapExpired(held, time.Now()) {
+		return // closed, out of force already, or not expired
 	}
 	n.log.Error("the netmap expired without word from the coordinator; every peer is dropped and every call denied until it is reached",
 		"version", held.Version, "expired", held.Expires)
@@ -522,6 +553,7 @@ func (n *Node) compilePolicyLocked(b *api.PolicyBundle) {
 func (n *Node) Policy() (*policy.Policy, uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.enforceExpiryLocked()
 	var v uint64
 	if n.mu.bundle != nil {
 		v = n.mu.bundle.Version
@@ -784,6 +816,7 @@ func (n *Node) WhoIs(addr netip.Addr) (api.Peer, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.enforceExpiryLocked()
 	p, ok := n.mu.byKey[k]
 	if !ok {
 		return api.Peer{}, tunnel.ErrNoPeer

@@ -37,6 +37,7 @@ func (n *Node) Status() (*localapi.Status, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.enforceExpiryLocked()
 	st := &localapi.Status{
 		DataPlane:     dp,
 		Firewall:      fw,
@@ -79,6 +80,7 @@ func (n *Node) Status() (*localapi.Status, error) {
 // peer's mesh IPv4 (or its first address).
 func (n *Node) Ping(ctx context.Context, name string) (*localapi.PingResult, error) {
 	n.mu.Lock()
+	n.enforceExpiryLocked()
 	p, ok := n.mu.netmap.Peers[name]
 	expired := n.expiredErrLocked()
 	n.mu.Unlock()

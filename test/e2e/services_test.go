@@ -99,3 +99,36 @@ func TestARefusedServiceSetDoesNotCutTheNodeOff(t *testing.T) {
 		t.Errorf("status does not say why the services are not published: %q", st.ServicesError)
 	}
 }
+
+// TestAServeThatFailsIsNeverPublished: a serve that fails on the node
+// (here, a stdio command that does not exist) while the coordinator is
+// away leaves nothing for the node to publish when it reconnects.
+func TestAServeThatFailsIsNeverPublished(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	a := m.AddNode("node-a")
+	m.StopCoordinator()
+	if _, err := a.Serve(context.Background(), localapi.ServeRequest{Name: "ghost", Stdio: "/nonexistent/mcp-server"}); err == nil {
+		t.Fatal("serving a command that does not exist succeeded")
+	}
+	m.StartCoordinator()
+	// A node that joins now reaches node-a only over a new stream, which
+	// node-a opens after sending its services.
+	m.AddNode("late")
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, ok := a.Netmap().Peers["late"]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node-a never reconnected")
+		}
+	}
+	svcs, err := m.Admin.Services(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range svcs {
+		if s.Name == "ghost" {
+			t.Fatal("the coordinator lists ghost, which no node serves")
+		}
+	}
+}
