@@ -64,3 +64,22 @@ func TestANodeCannotMakeTheMeshChurn(t *testing.T) {
 		t.Errorf("the peer got %d messages for %d allowed changes", after-before, changes)
 	}
 }
+
+// TestARefusedSetStaysRefusedForWhatItIs: a set the coordinator refuses (a
+// name another node holds), sent again at every reconnection, is refused
+// for that every time; it never runs out the node's allowance and turns
+// into a 429.
+func TestARefusedSetStaysRefusedForWhatItIs(t *testing.T) {
+	m := meshtest.New(t, meshtest.Options{})
+	l := newLights(t, m.URL, m.Admin)
+	holder, other := l.start("holder"), l.start("other")
+	if err := holder.Client.SetServices(l.ctx, []api.ServiceSpec{{Name: "ehr"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		var se *api.StatusError
+		if err := other.Client.SetServices(l.ctx, []api.ServiceSpec{{Name: "ehr"}}); !errors.As(err, &se) || se.Code != http.StatusConflict {
+			t.Fatalf("attempt %d: %v; want 409, the name is taken", i+1, err)
+		}
+	}
+}

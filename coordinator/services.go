@@ -51,12 +51,6 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(svcs, func(a, b store.Service) int { return strings.Compare(a.Name, b.Name) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.sameServicesLocked(c.name, svcs) {
-		if ok, wait := s.allowChangeLocked(c.name); !ok {
-			tooManyChanges(w, "services", wait)
-			return
-		}
-	}
 	if msg := s.tagRefusalLocked(c.name, svcs); msg != "" {
 		// 409, not 403: the node sends its whole set again on every
 		// reconnection, and a 403 would make it give up on the
@@ -64,6 +58,20 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 		// its services) to change.
 		httpError(w, http.StatusConflict, msg)
 		return
+	}
+	for _, sv := range svcs {
+		if held, ok := s.mu.services[sv.Name]; ok && held.Node != c.name {
+			httpError(w, http.StatusConflict, fmt.Sprintf("service %q is published by node %q", sv.Name, held.Node))
+			return
+		}
+	}
+	// Refusals come first: a set refused at every reconnection must keep
+	// being refused for what it is, not run out the node's changes.
+	if !s.sameServicesLocked(c.name, svcs) {
+		if ok, wait := s.allowChangeLocked(c.name); !ok {
+			tooManyChanges(w, "services", wait)
+			return
+		}
 	}
 	version, changed, err := s.store.SetServices(r.Context(), c.name, svcs)
 	switch {
