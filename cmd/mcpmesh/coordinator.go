@@ -63,8 +63,8 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	if *svidTTL < time.Minute {
 		return usageError{fmt.Sprintf("--svid-ttl %s is too short: at least 1m, since nodes renew at half-life", *svidTTL)}
 	}
-	if *netmapTTL < time.Minute {
-		return usageError{fmt.Sprintf("--netmap-ttl %s is too short: at least 1m, or every brief coordinator restart would cut nodes off their peers", *netmapTTL)}
+	if *netmapTTL < 10*time.Minute {
+		return usageError{fmt.Sprintf("--netmap-ttl %s is too short: at least 10m, or a brief coordinator restart, or a node's clock a few minutes off, would cut nodes off their peers", *netmapTTL)}
 	}
 	log, err := newLogger(e, *logLevel)
 	if err != nil {
