@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -80,6 +81,18 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.d.caller = caller
 	x.d.id = caller.identity()
+	// MCP clients are not browsers. A request with an Origin, or addressed
+	// to a name rather than the node's address, is a web page's: one that
+	// rebound its own name to this address (DNS rebinding) would otherwise
+	// call with the grants of whatever node its browser runs on.
+	if r.Header.Get("Origin") != "" {
+		x.refuse(http.StatusForbidden, "mcp: requests from web pages (with an Origin header) are refused", r.Method)
+		return
+	}
+	if !addressedByIP(r.Host) {
+		x.refuse(http.StatusMisdirectedRequest, fmt.Sprintf("mcp: Host %q is not an address; the proxy answers only requests to its own address", r.Host), r.Method)
+		return
+	}
 	if p.cfg.Policy != nil {
 		x.d.pol, x.d.ver = p.cfg.Policy()
 	}
@@ -115,6 +128,17 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeRPCError(w, http.StatusMethodNotAllowed, nil, codeInvalidRequest, "mcp: method "+r.Method+" not allowed")
 	}
+}
+
+// addressedByIP reports whether a Host header names an IP address (with or
+// without a port), as every client that reaches the proxy by its mesh
+// address sends.
+func addressedByIP(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	_, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return err == nil
 }
 
 // refuse answers an HTTP request that is denied as a whole and audits it.
@@ -389,6 +413,9 @@ func (x *exchange) upstreamRequest(method string, body []byte) *http.Request {
 		ProtoMinor: 1,
 		Header:     make(http.Header, 8),
 		Host:       u.Host,
+	}
+	for k, vs := range x.d.svc.UpstreamHeader {
+		req.Header[k] = vs
 	}
 	if body != nil {
 		req.ContentLength = int64(len(body))

@@ -41,6 +41,10 @@ type Service struct {
 	Name string
 	Tags []string // "tag:x" form
 	URL  string   // Streamable HTTP upstream; must be on loopback
+	// UpstreamHeader is added to every request to the upstream: the
+	// credential of a stdio upstream, which answers only its proxy. It is
+	// never shown to callers.
+	UpstreamHeader http.Header
 	// MaxSessionsPerCaller bounds the sessions one caller may hold open
 	// with this service at once (0: DefaultMaxSessionsPerCaller), so that
 	// no caller takes what an upstream has for everyone: a stdio upstream
@@ -228,6 +232,9 @@ func (p *Proxy) endSessions(svc *service, ids []string) {
 			if err != nil {
 				return
 			}
+			for k, vs := range svc.UpstreamHeader {
+				req.Header[k] = vs
+			}
 			req.Header.Set(hdrSession, id)
 			resp, err := p.rt.RoundTrip(req)
 			if err != nil {
@@ -370,6 +377,7 @@ func (p *Proxy) SetService(s Service) error {
 		state:    &state{sessions: map[string]*session{}, held: map[string]int{}},
 	}
 	svc.Tags = append([]string(nil), s.Tags...)
+	svc.UpstreamHeader = s.UpstreamHeader.Clone()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if old := p.services[s.Name]; old != nil && old.URL == s.URL {

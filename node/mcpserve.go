@@ -63,7 +63,7 @@ func (n *Node) startProxy() error {
 	for _, s := range saved {
 		url, err := n.upstreamURL(s)
 		if err == nil {
-			err = n.proxy.SetService(proxyService(s, url))
+			err = n.proxy.SetService(n.proxyService(s, url))
 		}
 		if err != nil {
 			n.log.Error("saved service not served", "service", s.Name, "err", err)
@@ -75,13 +75,19 @@ func (n *Node) startProxy() error {
 	return nil
 }
 
-// proxyService is how the proxy serves req at url. A stdio upstream runs a
-// process per session, stdioserve.MaxSessions at most, so one caller gets
-// an eighth of them: no single node on the mesh can take them all.
-func proxyService(req localapi.ServeRequest, url string) mcp.Service {
+// proxyService is how the proxy serves req at url. A stdio upstream answers
+// only with its credential, and runs a process per session,
+// stdioserve.MaxSessions at most, so one caller gets an eighth of them: no
+// single node on the mesh can take them all.
+func (n *Node) proxyService(req localapi.ServeRequest, url string) mcp.Service {
 	svc := mcp.Service{Name: req.Name, Tags: req.Tags, URL: url}
 	if req.Stdio != "" {
 		svc.MaxSessionsPerCaller = stdioserve.MaxSessions / 8
+		n.mu.Lock()
+		if srv := n.mu.stdio[req.Name]; srv != nil {
+			svc.UpstreamHeader = srv.Credential()
+		}
+		n.mu.Unlock()
 	}
 	return svc
 }
@@ -159,7 +165,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	replaced = true
 	url, err := n.upstreamURL(req)
 	if err == nil {
-		err = n.proxy.SetService(proxyService(req, url))
+		err = n.proxy.SetService(n.proxyService(req, url))
 	}
 	if err != nil {
 		return fail(err)
@@ -198,7 +204,7 @@ func (n *Node) restoreService(name string) {
 	old := n.servedNow()[i]
 	url, err := n.upstreamURL(old)
 	if err == nil {
-		err = n.proxy.SetService(proxyService(old, url))
+		err = n.proxy.SetService(n.proxyService(old, url))
 	}
 	if err != nil {
 		n.log.Error("the service could not be served again as it was; serve it again", "service", name, "err", err)
@@ -389,6 +395,9 @@ func (n *Node) mcpForwarder() http.Handler {
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.URL.Path, pr.Out.URL.RawPath = target.Scheme, target.Host, target.Path, ""
 				pr.Out.Host = target.Host
+				// A local web client's Origin was checked by the bridge;
+				// the serving proxy refuses any, so it stops here.
+				pr.Out.Header.Del("Origin")
 			},
 			Transport:     tr,
 			FlushInterval: -1,

@@ -1,6 +1,14 @@
 // Package stdioserve runs a stdio MCP server behind a loopback Streamable
 // HTTP endpoint, so the node's proxy treats it like any other upstream.
 //
+// The endpoint answers only its node's proxy: every request must carry the
+// server's credential (Credential, a random secret that never leaves the
+// daemon's memory), name the endpoint's own address as Host, and come from
+// no web page (no Origin). A loopback port is open to every user of the
+// host and to every page in its browsers; without this, any of them could
+// call the server's tools as the daemon's user, past the policy and the
+// audit.
+//
 // Every MCP session gets its own process: the initialize request starts
 // one, DELETE (or the node stopping) ends it. That is what makes the
 // sessions of different callers unable to see each other's responses,
@@ -14,6 +22,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -54,6 +63,8 @@ type Server struct {
 	hs   *http.Server
 	idle time.Duration // IdleTimeout, shorter in tests
 	stop chan struct{} // closed by Close: ends the reaper
+	// auth is the Authorization header value every request must carry.
+	auth string
 
 	mu struct {
 		sync.Mutex
@@ -122,7 +133,13 @@ func start(command string, log *slog.Logger, idle time.Duration) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("stdioserve: %w", err)
 	}
-	s := &Server{argv: argv, log: log, ln: ln, idle: idle, stop: make(chan struct{})}
+	var secret [32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("stdioserve: credential: %w", err)
+	}
+	s := &Server{argv: argv, log: log, ln: ln, idle: idle, stop: make(chan struct{}),
+		auth: "Bearer " + hex.EncodeToString(secret[:])}
 	s.mu.sessions = map[string]*session{}
 	s.hs = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.hs.Serve(ln) }() // ends with Close
@@ -159,6 +176,28 @@ func (s *Server) reap() {
 		s.log.Info("stdio session idle; ending it and its process", "session", ss.id, "idle_for", s.idle)
 		s.drop(ss)
 	}
+}
+
+// Credential is the header every request to URL must carry: the node's
+// proxy sends it, and no one else knows it.
+func (s *Server) Credential() http.Header {
+	return http.Header{"Authorization": {s.auth}}
+}
+
+// admit refuses a request that is not its node proxy's: without the
+// credential, for another Host (DNS rebinding), or from a web page.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(s.auth)) != 1:
+		http.Error(w, "stdioserve: this endpoint answers only its node's MCP proxy", http.StatusUnauthorized)
+	case r.Host != s.ln.Addr().String():
+		http.Error(w, "stdioserve: wrong Host", http.StatusMisdirectedRequest)
+	case r.Header.Get("Origin") != "":
+		http.Error(w, "stdioserve: requests from web pages are refused", http.StatusForbidden)
+	default:
+		return true
+	}
+	return false
 }
 
 // URL is the loopback Streamable HTTP endpoint.
@@ -228,6 +267,9 @@ type envelope struct {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(w, r) {
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
 		s.post(w, r)

@@ -51,7 +51,7 @@ func TestStdioServerGivesEachSessionItsOwnProcess(t *testing.T) {
 	var pids []string
 	for range 2 {
 		c := sdk.NewClient(&sdk.Implementation{Name: "c", Version: "1"}, nil)
-		cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.URL(), MaxRetries: -1}, nil)
+		cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.URL(), MaxRetries: -1, HTTPClient: asProxy(s)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +100,7 @@ func TestIdleSessionEndsWithItsProcess(t *testing.T) {
 
 	// A connected SDK client keeps its standalone stream open.
 	c := sdk.NewClient(&sdk.Implementation{Name: "c", Version: "1"}, nil)
-	kept, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.URL(), MaxRetries: -1}, nil)
+	kept, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: s.URL(), MaxRetries: -1, HTTPClient: asProxy(s)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestIdleSessionEndsWithItsProcess(t *testing.T) {
 		if sid != "" {
 			req.Header.Set("Mcp-Session-Id", sid)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := asProxy(s).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,5 +158,73 @@ func TestIdleSessionEndsWithItsProcess(t *testing.T) {
 	time.Sleep(2 * idle)
 	if _, err := kept.CallTool(ctx, &sdk.CallToolParams{Name: "pid"}); err != nil {
 		t.Fatalf("a connected client lost its quiet session: %v", err)
+	}
+}
+
+// asProxy is an HTTP client that sends s's credential, as the node's proxy
+// does.
+func asProxy(s *stdioserve.Server) *http.Client {
+	return &http.Client{Transport: credentialed{s.Credential()}}
+}
+
+type credentialed struct{ h http.Header }
+
+func (c credentialed) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, vs := range c.h {
+		r.Header[k] = vs
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestOnlyTheProxyIsAnswered: the loopback endpoint is open to every user
+// of the host and every page in its browsers. Without the credential, for
+// another Host, or with an Origin, a request is refused before any process
+// starts; with all three right it is served.
+func TestOnlyTheProxyIsAnswered(t *testing.T) {
+	t.Setenv("MCPMESH_STDIO_CHILD", "1")
+	s, err := stdioserve.Start(os.Args[0]+" -test.run ^TestHelperStdioServer$", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	try := func(name string, edit func(*http.Request)) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, s.URL(), strings.NewReader(init))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		for k, vs := range s.Credential() {
+			req.Header[k] = vs
+		}
+		edit(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && resp.Header.Get("Mcp-Session-Id") != "" && name != "the proxy" {
+			t.Errorf("%s opened a session", name)
+		}
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*http.Request)
+		want int
+	}{
+		{"a local user without the credential", func(r *http.Request) { r.Header.Del("Authorization") }, http.StatusUnauthorized},
+		{"a guessed credential", func(r *http.Request) { r.Header.Set("Authorization", "Bearer 00") }, http.StatusUnauthorized},
+		{"a page rebinding a name to loopback", func(r *http.Request) { r.Host = "evil.example:" + r.URL.Port() }, http.StatusMisdirectedRequest},
+		{"a web page", func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") }, http.StatusForbidden},
+		{"the proxy", func(*http.Request) {}, http.StatusOK},
+	} {
+		if got := try(tc.name, tc.edit); got != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }
