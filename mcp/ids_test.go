@@ -246,3 +246,50 @@ func TestPrimingEventPassesWithAList(t *testing.T) {
 		t.Errorf("the list was not filtered: %q", a.body)
 	}
 }
+
+// TestWebPagesAreRefused: a page in a browser on a node (TUN mode routes
+// the mesh for every program) that rebinds its own name to the serving
+// node's address sends a Host that is a name, and an Origin. Either is
+// refused before anything reaches the upstream, and audited.
+func TestWebPagesAreRefused(t *testing.T) {
+	r := newRig(t, &sdk.StreamableHTTPOptions{JSONResponse: true})
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"from-evil-page"}}}`
+	for _, tc := range []struct {
+		name string
+		edit func(*http.Request)
+		want int
+	}{
+		{"a rebound name", func(r *http.Request) { r.Host = "evil.example:7811" }, http.StatusMisdirectedRequest},
+		{"an Origin", func(r *http.Request) { r.Header.Set("Origin", "http://evil.example:7811") }, http.StatusForbidden},
+	} {
+		req, err := http.NewRequest(http.MethodPost, r.endpoint(), strings.NewReader(call))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-03-26")
+		tc.edit(req)
+		resp, err := httpFrom(t, "127.0.0.2").Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+	if n := r.up.count("echo"); n != 0 {
+		t.Fatalf("the upstream ran echo %d times", n)
+	}
+	if evs := r.auditEvents(); len(evs) != 2 || evs[0].Decision != "deny" || evs[0].Caller != "spiffe://td/node/alice" {
+		t.Fatalf("audit: %+v; want two denials of alice", evs)
+	}
+	// An address, with or without a port, is what real clients send.
+	for _, h := range []string{"127.0.0.1", "127.0.0.1:7811", "[fd00::1]:7811", "100.64.0.1"} {
+		if !addressedByIP(h) {
+			t.Errorf("Host %q refused", h)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func TestReadTimeoutBoundsRequestsNotStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		io.WriteString(c, "POST /svc/charts/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":")
+		io.WriteString(c, "POST /svc/charts/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":")
 		start := time.Now()
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		io.Copy(io.Discard, c) // until the proxy gives up on us
@@ -84,7 +84,7 @@ func TestReadTimeoutBoundsRequestsNotStreams(t *testing.T) {
 		}
 		defer c.Close()
 		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`
-		io.WriteString(c, "POST /svc/charts/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		io.WriteString(c, "POST /svc/charts/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
