@@ -52,7 +52,7 @@ func (s stateDir) ensure() error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("node: state directory %s: %w", s.dir, err)
 	}
-	return nil
+	return checkPrivate(s.dir)
 }
 
 // wireGuardKey loads the node's WireGuard private key, creating it once.
