@@ -176,13 +176,26 @@ func (n *Node) startFirewall() error {
 	return nil
 }
 
-// removeFirewall takes the node's rules off the host (node exit).
+// removeFirewall takes the node's rules off the host as it exits, all but
+// the lockdowns: an upstream served with --lockdown binds every interface
+// and goes on running while the node is stopped or upgraded, and must not
+// open to the LAN meanwhile. Unserving the service, or the next start,
+// lifts them; without lockdowns the table goes.
 func (n *Node) removeFirewall() {
 	if n.cfg.Firewall == nil {
 		return
 	}
 	n.fwMu.Lock()
 	defer n.fwMu.Unlock()
+	r, err := n.firewallRules(n.servedNow())
+	if err == nil && len(r.LockdownPorts) > 0 {
+		err = n.cfg.Firewall.Apply(platform.FirewallRules{LockdownPorts: r.LockdownPorts})
+		if err == nil {
+			n.log.Info("host firewall: the lockdowns stay while the node is stopped", "ports", r.LockdownPorts)
+			return
+		}
+		n.log.Error("lockdowns not kept after exit", "err", err)
+	}
 	if err := n.cfg.Firewall.Remove(); err != nil {
 		n.log.Error("host firewall rules not removed", "err", err)
 	}

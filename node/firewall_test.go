@@ -18,7 +18,8 @@ import (
 // TestServeLockdownKeepsTheHostFirewallInStep drives the node's firewall
 // through its life: installed at start, a lockdown added by serve and
 // refused where it cannot hold, repaired after someone deletes the table,
-// removed on exit, and back, with the saved lockdown, after a restart.
+// kept through exit and restart, lifted by unserve, and the table removed
+// on exit once no lockdown is left.
 func TestServeLockdownKeepsTheHostFirewallInStep(t *testing.T) {
 	// A namespace of its own, so the test never firewalls this machine.
 	netnstest.RequireRoot(t)
@@ -69,14 +70,11 @@ func TestServeLockdownKeepsTheHostFirewallInStep(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	// Exit removes the table; a restart puts the saved lockdown back.
+	// Exit keeps the lockdown (the upstream runs on while the node is
+	// stopped); a restart keeps it too.
 	n.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.ListTableOfFamily(platform.FirewallTable, nftables.TableFamilyINet); err == nil {
-		t.Error("table inet mcpmesh is still there after the node exited")
+	if err := fw.Check(locked); err != nil {
+		t.Errorf("after exit, the lockdown is gone: %v", err)
 	}
 	n = start("")
 	if err := fw.Check(locked); err != nil {
@@ -87,6 +85,15 @@ func TestServeLockdownKeepsTheHostFirewallInStep(t *testing.T) {
 	}
 	if err := fw.Check(none); err != nil {
 		t.Errorf("after unserve: %v", err)
+	}
+	// With no lockdown left, exit removes the table.
+	n.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListTableOfFamily(platform.FirewallTable, nftables.TableFamilyINet); err == nil {
+		t.Error("table inet mcpmesh is still there after a node without lockdowns exited")
 	}
 }
 
