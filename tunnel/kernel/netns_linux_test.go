@@ -295,9 +295,11 @@ func newNamespaces(t *testing.T) (nsA, nsB string) {
 	return nsA, nsB
 }
 
-// firstHandshakeBound covers a first WireGuard handshake that needs one
-// retry: REKEY_TIMEOUT (5 s) plus REKEY_TIMEOUT jitter (up to 333 ms), twice.
-const firstHandshakeBound = 12 * time.Second
+// firstHandshakeBound covers a first WireGuard handshake that needs up to
+// three retries, each REKEY_TIMEOUT (5 s) plus jitter (up to 333 ms): 12 s
+// (two) once ran out in a CI run with every package's tests sharing two
+// cores. The test asserts that traffic flows, not how soon.
+const firstHandshakeBound = 17 * time.Second
 
 func newKeyPair(t *testing.T) (priv, pub tunnel.Key) {
 	t.Helper()
