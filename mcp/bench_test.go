@@ -487,7 +487,7 @@ func BenchmarkHandlerAlone(b *testing.B) {
 	}
 	h := p.Handler()
 	post := func(body, sid string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodPost, "/svc/charts/mcp", strings.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:7811/svc/charts/mcp", strings.NewReader(body))
 		req.RemoteAddr = "127.0.0.2:5555" // alice
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
