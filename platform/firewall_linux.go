@@ -13,10 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// firewallChain is the one base chain of the table: it filters input just
-// before the usual filter priority, so our drops happen whatever other
-// tables accept.
-const firewallChain = "input"
+// The table's two base chains filter just before the usual filter
+// priority, so our drops happen whatever other tables accept: input, for
+// packets to this host, and forward, for packets the host routes on.
+const (
+	firewallChain = "input"
+	forwardChain  = "forward"
+)
 
 // Firewall installs FirewallRules through nftables (netlink; no nft binary
 // needed). Each call opens its own netlink connection, so a Firewall is safe
@@ -72,9 +75,11 @@ func (f *Firewall) Apply(r FirewallRules) error {
 	c.AddTable(t) // so the delete below finds a table to delete
 	c.DelTable(t)
 	c.AddTable(t)
-	ch := c.AddChain(inputChain(t))
-	for _, rule := range buildRules(r.normalized()) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: rule.exprs, UserData: rule.userData()})
+	for _, cs := range chainsFor(t, r.normalized()) {
+		ch := c.AddChain(cs.chain)
+		for _, rule := range cs.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: rule.exprs, UserData: rule.userData()})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: install table inet %s: %w", FirewallTable, err)
@@ -82,13 +87,27 @@ func (f *Firewall) Apply(r FirewallRules) error {
 	return nil
 }
 
-func inputChain(t *nftables.Table) *nftables.Chain {
+// chainRules is one base chain and the rules it holds.
+type chainRules struct {
+	chain *nftables.Chain
+	rules []nftRule
+}
+
+// chainsFor is what Apply installs for r (normalized), chain by chain.
+func chainsFor(t *nftables.Table, r FirewallRules) []chainRules {
+	return []chainRules{
+		{baseChain(t, firewallChain, nftables.ChainHookInput), buildRules(r)},
+		{baseChain(t, forwardChain, nftables.ChainHookForward), buildForwardRules(r)},
+	}
+}
+
+func baseChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
 	return &nftables.Chain{
-		Name:     firewallChain,
+		Name:     name,
 		Table:    t,
 		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookInput,
+		Hooknum:  hook,
 		Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 10),
 		Policy:   &accept,
 	}
@@ -109,26 +128,35 @@ func (f *Firewall) Check(r FirewallRules) error {
 	if err != nil {
 		return fmt.Errorf("firewall: table inet %s is missing: %w", FirewallTable, err)
 	}
-	ch, err := c.ListChain(t, firewallChain)
-	if err != nil {
-		return fmt.Errorf("firewall: chain %s of table inet %s is missing: %w", firewallChain, FirewallTable, err)
+	for _, cs := range chainsFor(t, r.normalized()) {
+		if err := checkChain(c, t, cs); err != nil {
+			return err
+		}
 	}
-	want := inputChain(t)
+	return nil
+}
+
+// checkChain reports how one installed chain differs from cs.
+func checkChain(c *nftables.Conn, t *nftables.Table, cs chainRules) error {
+	want := cs.chain
+	ch, err := c.ListChain(t, want.Name)
+	if err != nil {
+		return fmt.Errorf("firewall: chain %s of table inet %s is missing: %w", want.Name, FirewallTable, err)
+	}
 	if ch.Type != want.Type || ch.Hooknum == nil || *ch.Hooknum != *want.Hooknum ||
 		ch.Priority == nil || *ch.Priority != *want.Priority || ch.Policy == nil || *ch.Policy != *want.Policy {
-		return fmt.Errorf("firewall: chain %s of table inet %s was changed", firewallChain, FirewallTable)
+		return fmt.Errorf("firewall: chain %s of table inet %s was changed", want.Name, FirewallTable)
 	}
 	got, err := c.GetRules(t, ch)
 	if err != nil {
 		return fmt.Errorf("firewall: list rules: %w", err)
 	}
-	rules := buildRules(r.normalized())
-	if len(got) != len(rules) {
-		return fmt.Errorf("firewall: table inet %s holds %d rules, want %d", FirewallTable, len(got), len(rules))
+	if len(got) != len(cs.rules) {
+		return fmt.Errorf("firewall: chain %s of table inet %s holds %d rules, want %d", want.Name, FirewallTable, len(got), len(cs.rules))
 	}
-	for i, rule := range rules {
+	for i, rule := range cs.rules {
 		if !bytes.Equal(got[i].UserData, rule.userData()) {
-			return fmt.Errorf("firewall: rule %d of table inet %s is not %q", i+1, FirewallTable, rule.comment)
+			return fmt.Errorf("firewall: rule %d of chain %s of table inet %s is not %q", i+1, want.Name, FirewallTable, rule.comment)
 		}
 		var counters int
 		for _, e := range got[i].Exprs {
@@ -137,7 +165,7 @@ func (f *Firewall) Check(r FirewallRules) error {
 			}
 		}
 		if len(got[i].Exprs) != len(rule.exprs) || counters != 1 {
-			return fmt.Errorf("firewall: rule %d of table inet %s (%q) was changed", i+1, FirewallTable, rule.comment)
+			return fmt.Errorf("firewall: rule %d of chain %s of table inet %s (%q) was changed", i+1, want.Name, FirewallTable, rule.comment)
 		}
 	}
 	return nil
@@ -154,16 +182,18 @@ func (f *Firewall) Dropped() (map[string]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firewall: table inet %s is missing: %w", FirewallTable, err)
 	}
-	rules, err := c.GetRules(t, &nftables.Chain{Name: firewallChain, Table: t})
-	if err != nil {
-		return nil, fmt.Errorf("firewall: list rules: %w", err)
-	}
 	out := map[string]uint64{}
-	for _, r := range rules {
-		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-		for _, e := range r.Exprs {
-			if ctr, ok := e.(*expr.Counter); ok {
-				out[comment] += ctr.Packets
+	for _, name := range []string{firewallChain, forwardChain} {
+		rules, err := c.GetRules(t, &nftables.Chain{Name: name, Table: t})
+		if err != nil {
+			return nil, fmt.Errorf("firewall: list rules of chain %s: %w", name, err)
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					out[comment] += ctr.Packets
+				}
 			}
 		}
 	}
@@ -244,6 +274,40 @@ func buildRules(r FirewallRules) []nftRule {
 		})
 	}
 	return out
+}
+
+// buildForwardRules keeps the host from routing anything into or out of
+// the mesh interface. In TUN mode the host's own programs reach the mesh
+// as the node, as any program does through an interface; but containers
+// and VMs behind the host would too, their traffic masqueraded to the
+// node's mesh address on its way out (Docker does this for every
+// interface), and a serving node would take them for this node.
+func buildForwardRules(r FirewallRules) []nftRule {
+	if r.MeshInterface == "" {
+		return nil
+	}
+	return []nftRule{
+		{
+			comment: fmt.Sprintf("mcpmesh: nothing routed into %s", r.MeshInterface),
+			exprs: concat(
+				[]expr.Any{
+					&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.MeshInterface)},
+				},
+				dropCounted(),
+			),
+		},
+		{
+			comment: fmt.Sprintf("mcpmesh: nothing routed out of %s", r.MeshInterface),
+			exprs: concat(
+				[]expr.Any{
+					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.MeshInterface)},
+				},
+				dropCounted(),
+			),
+		},
+	}
 }
 
 // ipv4Header returns the netfilter protocol of the family and the offset of

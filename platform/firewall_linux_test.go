@@ -274,3 +274,45 @@ func dropped(t *testing.T, fw *Firewall, substr string) uint64 {
 	}
 	return n
 }
+
+// TestFirewallRoutesNothingIntoTheMesh: a container or VM behind a TUN-mode
+// node (here the attacker's namespace, its traffic routed by the server)
+// must not reach the mesh through the node, where its packets would leave
+// as the node's own. The server forwards, as a container host does; the
+// mesh peer routes its answers back, so without the firewall the path
+// works both ways.
+func TestFirewallRoutesNothingIntoTheMesh(t *testing.T) {
+	n := newFwNet(t)
+	fw := NewFirewall(FirewallInNamespace(int(n.server.Handle)))
+	t.Cleanup(func() {
+		if err := fw.Remove(); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	if out, err := n.server.Command("sysctl", "-w", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v: %s", err, out)
+	}
+	n.peer.IP("route", "add", "10.98.0.0/24", "via", "100.64.0.2", "dev", "mesh0")
+	peerSvc := fmt.Sprintf("100.64.0.1:%d", fwOtherPort)
+	n.peer.Listen(peerSvc)
+	n.server.Listen(fmt.Sprintf("100.64.0.2:%d", fwProxyPort))
+
+	mustReach(t, n.attacker, "a container behind the server (before the firewall)", peerSvc)
+	if t.Failed() {
+		t.Fatal("the server does not forward even without the firewall; the test proves nothing")
+	}
+
+	r := meshRules()
+	if err := fw.Apply(r); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if err := fw.Check(r); err != nil {
+		t.Fatalf("Check right after Apply: %v", err)
+	}
+	mustNotReach(t, n.attacker, "a container behind the server", peerSvc)
+	if d := dropped(t, fw, "nothing routed into mcpmesh0"); d == 0 {
+		t.Error("the forward rule counted no drops")
+	}
+	// The mesh itself is untouched: the peer reaches the node's proxy.
+	mustReach(t, n.peer, "mesh peer", fmt.Sprintf("100.64.0.2:%d", fwProxyPort))
+}
