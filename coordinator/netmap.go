@@ -137,16 +137,8 @@ func (s *Server) warnIgnoredTagsLocked() {
 	if s.mu.vis.pol == nil {
 		return
 	}
-	for name, sv := range s.mu.services {
-		eff, ok := s.mu.vis.svc[name]
-		if !ok {
-			continue
-		}
-		for _, t := range sv.Tags {
-			if !slices.Contains(eff.Tags, t) {
-				s.log.Warn("service tag ignored: tagOwners does not let its node use it", "service", name, "node", sv.Node, "tag", t, "policy", s.mu.vis.polVer)
-			}
-		}
+	for _, why := range s.ignoredTagsLocked() {
+		s.log.Warn("service tag ignored", "why", why, "policy", s.mu.vis.polVer)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -86,7 +87,24 @@ func (s *Server) storePolicy(w http.ResponseWriter, r *http.Request, pol *policy
 	}
 	s.applyPolicyLocked(pol, pv, nv)
 	s.log.Info("policy applied", "version", pv, "author", author, "grants", pol.Grants(), "tests", pol.Tests(), "note", note)
-	writeJSON(w, http.StatusOK, api.PolicyCheckResponse{Version: pv, Grants: pol.Grants(), Tests: pol.Tests()})
+	writeJSON(w, http.StatusOK, api.PolicyCheckResponse{Version: pv, Grants: pol.Grants(), Tests: pol.Tests(), Warnings: s.ignoredTagsLocked()})
+}
+
+// ignoredTagsLocked says, for the admin who just applied a policy, which
+// published services carry a tag the policy does not let their node use:
+// grants to that tag do not reach them. Sorted, so the answer is stable.
+func (s *Server) ignoredTagsLocked() []string {
+	var out []string
+	for name, sv := range s.mu.services {
+		eff := s.mu.vis.svc[name]
+		for _, t := range sv.Tags {
+			if !slices.Contains(eff.Tags, t) {
+				out = append(out, fmt.Sprintf("service %q of node %q carries %s, which tagOwners does not let %q use: the tag is ignored, and grants to it do not reach the service", name, sv.Node, t, sv.Node))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (s *Server) handlePolicyGet(w http.ResponseWriter, r *http.Request) {

@@ -114,4 +114,21 @@ func TestServiceTagCountsOnlyWhileItsNodeOwnsIt(t *testing.T) {
 
 	v3 := l.apply(ehrOwnedByServers)
 	check(v3, "ehr@server[tag:ehr]", "server", 0, "")
+
+	// The admin who applies a policy is told which tags it leaves
+	// without effect, and only those.
+	resp, err := m.Admin.ApplyPolicy(l.ctx, api.PolicySource{Filename: "acl.hujson", Source: []byte(ehrOwnedByServers)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], `"fake"`) || !strings.Contains(resp.Warnings[0], `"rogue"`) || !strings.Contains(resp.Warnings[0], "tag:ehr") {
+		t.Errorf("apply's warnings: %q; want one about fake's tag:ehr on rogue", resp.Warnings)
+	}
+	resp, err = m.Admin.ApplyPolicy(l.ctx, api.PolicySource{Filename: "acl.hujson", Source: []byte(ehrOwnedByRogueToo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Warnings) != 0 {
+		t.Errorf("apply's warnings when every tag is owned: %q", resp.Warnings)
+	}
 }

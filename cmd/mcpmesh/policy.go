@@ -67,6 +67,9 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(e.stderr, "applied %s as policy v%d: %d grants, %d tests passed\n", pos[0], resp.Version, resp.Grants, resp.Tests)
+		for _, w := range resp.Warnings {
+			fmt.Fprintf(e.stderr, "warning: %s\n", w)
+		}
 		return nil
 	case "get":
 		af.register(fs)

@@ -188,6 +188,10 @@ type PolicyCheckResponse struct {
 	Version uint64 `json:"version,omitempty"` // set by apply
 	Grants  int    `json:"grants"`
 	Tests   int    `json:"tests"`
+	// Warnings, from apply: what the new policy leaves without effect,
+	// such as a published service's tag that tagOwners does not let its
+	// node use.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PolicyErrors is the body of a 422 answer to check or apply: every error
