@@ -27,9 +27,29 @@ const everythingPolicy = `{
 
 // startEverythingHTTP runs the npm server in Streamable HTTP mode. It binds
 // every interface, as shadow servers on laptops do.
+//
+// The server takes its port from the environment, so the port is found
+// free first and may be taken by someone else (another test's connection)
+// before the server binds it; then the server says so and exits, and a
+// new port is tried.
 func startEverythingHTTP(t *testing.T, bin string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for attempt := 1; ; attempt++ {
+		url, inUse := tryEverythingHTTP(t, bin)
+		if !inUse {
+			return url
+		}
+		if attempt == 5 {
+			t.Fatal("server-everything found its port taken five times")
+		}
+	}
+}
+
+// tryEverythingHTTP starts the server on a port found free, and reports
+// whether the port was taken before the server could bind it.
+func tryEverythingHTTP(t *testing.T, bin string) (string, bool) {
+	t.Helper()
+	ln, err := net.Listen("tcp", ":0") // free on every address, as the server binds
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,35 +64,36 @@ func startEverythingHTTP(t *testing.T, bin string) string {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	// Node.js loads the whole server at start: on a loaded CI machine that
 	// takes seconds, so the wait is generous and bounded.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		select {
+		case err := <-exited:
+			if strings.Contains(out.String(), "already in use") {
+				return "", true
+			}
+			t.Fatalf("server-everything exited at start: %v\n%s", err, out.String())
+		default:
+		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
 			break
 		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("server-everything exited at start: %v\n%s", err, out.String())
-		default:
-		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			err := <-exited // its output is complete only once it has exited
-			exited <- err
-			t.Fatalf("server-everything did not listen on %s within a minute:\n%s", addr, out.String())
+			t.Fatalf("server-everything did not listen on %s within a minute: %v\n%s", addr, err, out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return "http://" + addr + "/mcp"
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	return "http://" + addr + "/mcp", false
 }
 
 func TestServerEverythingFromNPMThroughTheMesh(t *testing.T) {
