@@ -53,6 +53,11 @@ func Init(dir, trustDomain string, now time.Time) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("coordinator: create %s: %w", dir, err)
 	}
+	// Whoever can write the directory can rename their own CA key over
+	// ours: it must be private before a CA is made in it.
+	if err := identity.CheckPrivateDir(dir); err != nil {
+		return fmt.Errorf("coordinator: data %w", err)
+	}
 	ca, err := identity.NewCA(td, now)
 	if err != nil {
 		return err
@@ -118,6 +123,12 @@ type loaded struct {
 }
 
 func loadDataDir(dir string) (*loaded, error) {
+	if err := identity.CheckPrivateDir(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("coordinator: %s is not a coordinator data directory; run `mcpmesh coordinator init --data %s` first", dir, dir)
+		}
+		return nil, fmt.Errorf("coordinator: data %w; its CA and netmap keys cannot be trusted until it is", err)
+	}
 	b, err := os.ReadFile(filepath.Join(dir, fileConfig))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("coordinator: %s is not a coordinator data directory; run `mcpmesh coordinator init --data %s` first", dir, dir)

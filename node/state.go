@@ -52,7 +52,10 @@ func (s stateDir) ensure() error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("node: state directory %s: %w", s.dir, err)
 	}
-	return checkPrivate(s.dir)
+	if err := identity.CheckPrivateDir(s.dir); err != nil {
+		return fmt.Errorf("node: state %w (--state)", err)
+	}
+	return nil
 }
 
 // wireGuardKey loads the node's WireGuard private key, creating it once.

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"net/url"
+	"os"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -115,6 +117,20 @@ var _ Store = (*SQLite)(nil)
 // or kill -9; a single connection serialises writers so SQLITE_BUSY cannot
 // surface to callers.
 func OpenSQLite(path string) (*SQLite, error) {
+	// SQLite creates its files with the process umask, and its -wal and
+	// -shm files copy the database's mode: the database (policy, nodes,
+	// audit) is made owner-only before SQLite opens it, and a store from
+	// before is tightened.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store: make %s owner-only: %w", p, err)
+		}
+	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
