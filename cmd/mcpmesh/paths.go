@@ -58,9 +58,18 @@ func loadAdminContext(e *env) adminContext {
 	if p == "" {
 		return c
 	}
-	if b, err := os.ReadFile(p); err == nil {
-		_ = json.Unmarshal(b, &c) // a damaged file only loses defaults; flags still work
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return c
 	}
+	// Another user who could write the file's directory could point the
+	// admin commands at a coordinator and credential of their own, and
+	// take the admin's policy for applied when it went elsewhere.
+	if err := identity.CheckPrivateDir(filepath.Dir(p)); err != nil {
+		fmt.Fprintf(e.stderr, "mcpmesh: warning: not using the remembered admin defaults in %s: %v\n", p, err)
+		return c
+	}
+	_ = json.Unmarshal(b, &c) // a damaged file only loses defaults; flags still work
 	return c
 }
 

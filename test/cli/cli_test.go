@@ -234,3 +234,29 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 		}
 	}
 }
+
+// TestRememberedAdminDefaultsOthersCouldWriteAreNotUsed: admin commands
+// remember their coordinator and credential in a file; one in a directory
+// another user can write could point them at a coordinator of that user's,
+// so it is ignored, with a warning, and the command asks which coordinator.
+func TestRememberedAdminDefaultsOthersCouldWriteAreNotUsed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "admin.json")
+	if err := os.WriteFile(cfg, []byte(`{"coordinator":"https://127.0.0.1:1","admin":"/planted/admin.pem"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{t: t, env: append(os.Environ(), "MCPMESH_CONFIG="+cfg, "MCPMESH_COORDINATOR=", "MCPMESH_ADMIN=")}
+	r := c.run("token", "create")
+	if r.code == 0 || !strings.Contains(r.stderr, "not using the remembered admin defaults") || !strings.Contains(r.stderr, "which coordinator?") {
+		t.Fatalf("token create with planted defaults: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "/planted/") {
+		t.Fatalf("the planted credential was used: %q", r.stderr)
+	}
+}
