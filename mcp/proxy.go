@@ -84,6 +84,12 @@ type Config struct {
 	// MaxMessageBytes bounds a request body (default DefaultMaxMessageBytes).
 	// A larger body gets a JSON-RPC error and is never forwarded.
 	MaxMessageBytes int64
+	// CheckUpstream, when set, is asked about every new connection the
+	// default transport makes to an upstream (host:port), and an error
+	// refuses it: the node checks that the port is still served by the
+	// local user who served it when mcpmesh began, and not by another user
+	// who bound it while the upstream was down.
+	CheckUpstream func(hostport string) error
 	// MaxConnsPerSource bounds the connections one source address may
 	// hold open to Serve at once (default DefaultMaxConnsPerSource).
 	MaxConnsPerSource int
@@ -345,6 +351,7 @@ func New(cfg Config) *Proxy {
 	p.rt = cfg.Upstream
 	if p.rt == nil {
 		p.ownsTr = newUpstreamTransport()
+		p.ownsTr.check = cfg.CheckUpstream
 		p.rt = p.ownsTr
 	}
 	return p

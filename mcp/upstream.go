@@ -31,8 +31,9 @@ import (
 // to support.
 type upstreamTransport struct {
 	dialer      net.Dialer
-	maxIdle     int           // idle connections kept per address
-	idleTimeout time.Duration // an idle connection older than this is closed
+	check       func(addr string) error // on each new connection (Config.CheckUpstream)
+	maxIdle     int                     // idle connections kept per address
+	idleTimeout time.Duration           // an idle connection older than this is closed
 
 	mu     sync.Mutex
 	idle   map[string][]*upstreamConn // by host:port, most recently used last
@@ -211,6 +212,14 @@ func (t *upstreamTransport) get(ctx context.Context, addr string) (*upstreamConn
 	c, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, fmt.Errorf("upstream %s: %w", addr, err)
+	}
+	if t.check != nil {
+		// After the connection is made: it is the listener that accepted
+		// it whose owner must be the right one.
+		if err := t.check(addr); err != nil {
+			c.Close()
+			return nil, false, fmt.Errorf("upstream %s: %w", addr, err)
+		}
 	}
 	return newUpstreamConn(addr, c), false, nil
 }

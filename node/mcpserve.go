@@ -21,6 +21,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/mcp/stdioserve"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/platform"
 )
 
 // MCPPort is the TCP port of every node's MCP proxy on its mesh addresses.
@@ -41,9 +42,10 @@ func (n *Node) startProxy() error {
 			}
 			return mcp.Caller{Name: p.Name, ID: p.ID, Tags: p.Tags}, nil
 		},
-		Policy: n.Policy,
-		Audit:  n.appendAudit,
-		Logger: n.log.With("c", "mcp"),
+		Policy:        n.Policy,
+		Audit:         n.appendAudit,
+		Logger:        n.log.With("c", "mcp"),
+		CheckUpstream: n.checkUpstreamOwner,
 	})
 	ln, err := n.tun.ListenTCP(MCPPort)
 	if err != nil {
@@ -192,6 +194,65 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	return res, nil
 }
 
+// noteUpstreamOwner remembers which local user serves an HTTP upstream's
+// port as the node begins to serve it (at serve, and at start for the
+// saved services). A port nobody listens on yet is remembered at the first
+// connection.
+func (n *Node) noteUpstreamOwner(upstream string) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return
+	}
+	port, err := strconv.ParseUint(u.Port(), 10, 16)
+	if err != nil {
+		return
+	}
+	uid, found, err := platform.LocalListenerOwner(uint16(port))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mu.upstreamOwner == nil {
+		n.mu.upstreamOwner = map[uint16]int{}
+	}
+	delete(n.mu.upstreamOwner, uint16(port))
+	if err == nil && found {
+		n.mu.upstreamOwner[uint16(port)] = uid
+	}
+}
+
+// checkUpstreamOwner refuses a new connection to an upstream whose port is
+// now served by another local user than the one who served it when the
+// node began: a user who bound the port while the real server was down
+// would otherwise receive the calls the policy allowed, and answer them.
+func (n *Node) checkUpstreamOwner(hostport string) error {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return nil
+	}
+	uid, found, err := platform.LocalListenerOwner(uint16(port))
+	if err != nil || !found {
+		return nil // nothing to compare (not Linux, or it went away)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	want, known := n.mu.upstreamOwner[uint16(port)]
+	if !known {
+		if n.mu.upstreamOwner == nil {
+			n.mu.upstreamOwner = map[uint16]int{}
+		}
+		n.mu.upstreamOwner[uint16(port)] = uid
+		return nil
+	}
+	if uid != want {
+		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "port", port, "uid", uid, "want_uid", want)
+		return fmt.Errorf("port %d is now served by uid %d, not uid %d as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", port, uid, want)
+	}
+	return nil
+}
+
 // restoreService serves name again as the saved set has it, after a
 // failed attempt to replace it; a name the set does not hold is stopped.
 func (n *Node) restoreService(name string) {
@@ -245,6 +306,7 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 func (n *Node) upstreamURL(req localapi.ServeRequest) (string, error) {
 	n.stopStdio(req.Name)
 	if req.Stdio == "" {
+		n.noteUpstreamOwner(req.Upstream)
 		return req.Upstream, nil
 	}
 	srv, err := stdioserve.Start(req.Stdio, n.log.With("service", req.Name))

@@ -118,6 +118,9 @@ type Node struct {
 		servicesErr error
 		policy      *policy.Policy
 		bundle      *api.PolicyBundle
+		// upstreamOwner is, by port, the local user serving each HTTP
+		// upstream when the node began to serve it (checkUpstreamOwner).
+		upstreamOwner map[uint16]int
 		// served are the services this node serves, as `serve` asked.
 		served []localapi.ServeRequest
 		stdio  map[string]*stdioserve.Server

@@ -92,6 +92,9 @@ type Listener struct {
 	PID int
 	// Process is the owner's command name (/proc/PID/comm), else "".
 	Process string
+	// UID is the user that owns the socket, as the kernel's socket table
+	// says.
+	UID int
 }
 
 // MCPAnswer is what a socket said when asked to initialize an MCP session.

@@ -34,6 +34,39 @@ func ListListeners() ([]Listener, error) {
 	return listListeners(netDir, "/proc")
 }
 
+// LocalListenerOwner returns the user whose socket listens on port for
+// this host's loopback: bound to a loopback address or to every address.
+// It reads only the kernel's socket tables, not every process's file
+// descriptors, so it is cheap enough to ask before each new connection.
+func LocalListenerOwner(port uint16) (uid int, found bool, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	netDir := "/proc/thread-self/net"
+	if _, err := os.Stat(netDir); err != nil {
+		netDir = "/proc/self/net"
+	}
+	for _, name := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(filepath.Join(netDir, name))
+		if name == "tcp6" && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
+		}
+		ls, err := parseProcNetTCP(data)
+		if err != nil {
+			return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
+		}
+		for _, l := range ls {
+			a := l.Addr.Addr().Unmap()
+			if l.Addr.Port() == port && (a.IsLoopback() || a.IsUnspecified()) {
+				return l.UID, true, nil
+			}
+		}
+	}
+	return 0, false, nil
+}
+
 // listListeners is ListListeners reading the socket tables from netDir and
 // the processes from the proc file system mounted at proc, so tests can
 // hand it a made-up tree.
@@ -89,11 +122,15 @@ func parseProcNetTCP(data []byte) ([]Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
+		uid, err := strconv.ParseUint(string(f[7]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: uid %q: %w", n, f[7], err)
+		}
 		inode, err := strconv.ParseUint(string(f[9]), 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: inode %q: %w", n, f[9], err)
 		}
-		ls = append(ls, Listener{Addr: addr, Inode: inode})
+		ls = append(ls, Listener{Addr: addr, Inode: inode, UID: int(uid)})
 	}
 	return ls, nil
 }

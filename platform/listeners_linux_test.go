@@ -39,12 +39,12 @@ const procNetTCP6Sample = `  sl  local_address                         remote_ad
 `
 
 // procNetTCPSample is /proc/net/tcp of the same namespace: listeners on
-// 0.0.0.0:8004, 10.77.0.1:8005 and 127.0.0.1:8006, and both ends of a
-// connection to the last.
+// 0.0.0.0:8004, 10.77.0.1:8005 and 127.0.0.1:8006 (owned by uid 1000),
+// and both ends of a connection to the last.
 const procNetTCPSample = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     
    0: 00000000:1F44 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 615004 1 000000005a4c9573 100 0 0 10 0                    
    1: 01004D0A:1F45 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 615005 1 000000004f077203 100 0 0 10 0                    
-   2: 0100007F:1F46 00000000:0000 0A 00000000:00000001 00:00000000 00000000     0        0 615006 2 00000000daec10c8 100 0 0 10 0                    
+   2: 0100007F:1F46 00000000:0000 0A 00000000:00000001 00:00000000 00000000  1000        0 615006 2 00000000daec10c8 100 0 0 10 0                    
    3: 0100007F:1F46 0100007F:9ABA 01 00000000:00000000 00:00000000 00000000     0        0 0 1 00000000f3808915 20 0 0 10 -1                         
    4: 0100007F:9ABA 0100007F:1F46 01 00000000:00000000 00:00000000 00000000     0        0 615007 2 00000000c44803d2 20 0 0 10 -1                    
 `
@@ -84,7 +84,7 @@ func TestParseProcNetTCPReadsIPv4ListenersAndSkipsConnections(t *testing.T) {
 	want := []Listener{
 		{Addr: netip.MustParseAddrPort("0.0.0.0:8004"), Inode: 615004},
 		{Addr: netip.MustParseAddrPort("10.77.0.1:8005"), Inode: 615005},
-		{Addr: netip.MustParseAddrPort("127.0.0.1:8006"), Inode: 615006},
+		{Addr: netip.MustParseAddrPort("127.0.0.1:8006"), Inode: 615006, UID: 1000},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("parseProcNetTCP(tcp sample) =\n%+v\nwant\n%+v", got, want)
@@ -118,8 +118,8 @@ func formatProcNetLine(l Listener) string {
 	for i := 0; i < len(b); i += 4 {
 		fmt.Fprintf(&hex, "%08X", binary.NativeEndian.Uint32(b[i:]))
 	}
-	return fmt.Sprintf("   0: %s:%04X 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 %d 1 0000000000000000 100 0 0 10 0\n",
-		hex.String(), l.Addr.Port(), l.Inode)
+	return fmt.Sprintf("   0: %s:%04X 00000000:0000 0A 00000000:00000000 00:00000000 00000000 %5d        0 %d 1 0000000000000000 100 0 0 10 0\n",
+		hex.String(), l.Addr.Port(), l.UID, l.Inode)
 }
 
 // FuzzParseProcNetTCP proves the parser never panics, and that whatever it
@@ -292,7 +292,7 @@ func TestListListenersNamesOwnersFromProcFDs(t *testing.T) {
 	want := []Listener{
 		{Addr: netip.MustParseAddrPort("0.0.0.0:8004"), Inode: 615004, PID: 7, Process: "nginx"},
 		{Addr: netip.MustParseAddrPort("10.77.0.1:8005"), Inode: 615005, PID: 300, Process: "mcp-server"},
-		{Addr: netip.MustParseAddrPort("127.0.0.1:8006"), Inode: 615006},
+		{Addr: netip.MustParseAddrPort("127.0.0.1:8006"), Inode: 615006, UID: 1000},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("listListeners =\n%+v\nwant\n%+v", got, want)

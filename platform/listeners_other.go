@@ -10,3 +10,7 @@ package platform
 // wrapping errors.ErrUnsupported, so ScanExposure does too and the caller
 // can report the audit as unavailable rather than clean.
 func ListListeners() ([]Listener, error) { return nil, unsupported("list listening sockets") }
+
+// LocalListenerOwner is not implemented on this system: nothing is found,
+// so no owner is checked.
+func LocalListenerOwner(uint16) (uid int, found bool, err error) { return 0, false, nil }
