@@ -1,13 +1,14 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,8 +75,8 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	upstream.Close()
 	script := fmt.Sprintf(`require("http").createServer((q, s) => { console.log("GOT " + q.method + " " + q.url); s.end("{}"); }).listen(%d, "127.0.0.1", () => console.log("listening"));`, port)
 	squatter := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nodejs, "-e", script)
-	var out bytes.Buffer
-	squatter.Stdout, squatter.Stderr = &out, &out
+	out := &lockedBuffer{}
+	squatter.Stdout, squatter.Stderr = out, out
 	if err := squatter.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 		t.Fatal("a call went through while another user held the upstream's port")
 	}
 	time.Sleep(100 * time.Millisecond)
-	if bytes.Contains(out.Bytes(), []byte("GOT")) {
+	if strings.Contains(out.String(), "GOT") {
 		t.Fatalf("the squatter received a request: %s", out.String())
 	}
 
@@ -115,4 +116,22 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	if err := call(); err != nil {
 		t.Fatalf("after the real server came back: %v", err)
 	}
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
