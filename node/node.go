@@ -206,7 +206,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.runControl(runCtx) }()
 	go func() { defer n.wg.Done(); n.runRenewal(runCtx) }()
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.watchExpiry(runCtx) }()
+	go func() { defer n.wg.Done(); every(runCtx, expiryCheck, n.expireNetmap) }()
 	go func() { defer n.wg.Done(); n.audit.Ship(runCtx, n.client.ShipAudit) }()
 	if n.cfg.Firewall != nil {
 		n.wg.Add(1)
@@ -492,30 +492,16 @@ func (n *Node) expiredErrLocked() error {
 // Timers count the time the machine is awake, and the expiry is a time of
 // day: a laptop asleep past it must not wake up trusting its map for the
 // rest of the timer. So the expiry is also checked on the wall clock where
-// the map is used (enforceExpiryLocked) and by watchExpiry every
-// expiryCheck.
+// the map is used (enforceExpiryLocked) and every expiryCheck.
 func (n *Node) expireNetmap() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.enforceExpiryLocked()
 }
 
-// expiryCheck is how often watchExpiry looks at the wall clock.
+// expiryCheck is how often a running node looks at the wall clock for
+// its netmap's expiry.
 const expiryCheck = 30 * time.Second
-
-// watchExpiry enforces the netmap's expiry until ctx ends.
-func (n *Node) watchExpiry(ctx context.Context) {
-	t := time.NewTicker(expiryCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.expireNetmap()
-		}
-	}
-}
 
 // enforceExpiryLocked takes the held map out of force if the wall clock
 // has passed its expiry.
