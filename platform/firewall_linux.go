@@ -286,27 +286,21 @@ func buildForwardRules(r FirewallRules) []nftRule {
 	if r.MeshInterface == "" {
 		return nil
 	}
+	drop := func(comment string, key expr.MetaKey) nftRule {
+		return nftRule{
+			comment: fmt.Sprintf(comment, r.MeshInterface),
+			exprs: concat(
+				[]expr.Any{
+					&expr.Meta{Key: key, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.MeshInterface)},
+				},
+				dropCounted(),
+			),
+		}
+	}
 	return []nftRule{
-		{
-			comment: fmt.Sprintf("mcpmesh: nothing routed into %s", r.MeshInterface),
-			exprs: concat(
-				[]expr.Any{
-					&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.MeshInterface)},
-				},
-				dropCounted(),
-			),
-		},
-		{
-			comment: fmt.Sprintf("mcpmesh: nothing routed out of %s", r.MeshInterface),
-			exprs: concat(
-				[]expr.Any{
-					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(r.MeshInterface)},
-				},
-				dropCounted(),
-			),
-		},
+		drop("mcpmesh: nothing routed into %s", expr.MetaKeyOIFNAME),
+		drop("mcpmesh: nothing routed out of %s", expr.MetaKeyIIFNAME),
 	}
 }
 

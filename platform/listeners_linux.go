@@ -27,11 +27,17 @@ import (
 func ListListeners() ([]Listener, error) {
 	runtime.LockOSThread() // read both tables in one thread's namespace
 	defer runtime.UnlockOSThread()
-	netDir := "/proc/thread-self/net"
-	if _, err := os.Stat(netDir); err != nil {
-		netDir = "/proc/self/net" // kernels before 3.17
+	return listListeners(netDir(), "/proc")
+}
+
+// netDir is the socket tables of the calling thread's namespace; its
+// caller holds the thread (runtime.LockOSThread).
+func netDir() string {
+	const threadSelf = "/proc/thread-self/net"
+	if _, err := os.Stat(threadSelf); err != nil {
+		return "/proc/self/net" // kernels before 3.17
 	}
-	return listListeners(netDir, "/proc")
+	return threadSelf
 }
 
 // LocalListenerOwner returns the user whose socket listens on port for
@@ -41,27 +47,14 @@ func ListListeners() ([]Listener, error) {
 func LocalListenerOwner(port uint16) (uid int, found bool, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	netDir := "/proc/thread-self/net"
-	if _, err := os.Stat(netDir); err != nil {
-		netDir = "/proc/self/net"
+	ls, err := listenSockets(netDir())
+	if err != nil {
+		return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
 	}
-	for _, name := range []string{"tcp", "tcp6"} {
-		data, err := os.ReadFile(filepath.Join(netDir, name))
-		if name == "tcp6" && errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
-		}
-		ls, err := parseProcNetTCP(data)
-		if err != nil {
-			return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
-		}
-		for _, l := range ls {
-			a := l.Addr.Addr().Unmap()
-			if l.Addr.Port() == port && (a.IsLoopback() || a.IsUnspecified()) {
-				return l.UID, true, nil
-			}
+	for _, l := range ls {
+		a := l.Addr.Addr().Unmap()
+		if l.Addr.Port() == port && (a.IsLoopback() || a.IsUnspecified()) {
+			return l.UID, true, nil
 		}
 	}
 	return 0, false, nil
@@ -71,6 +64,17 @@ func LocalListenerOwner(port uint16) (uid int, found bool, err error) {
 // the processes from the proc file system mounted at proc, so tests can
 // hand it a made-up tree.
 func listListeners(netDir, proc string) ([]Listener, error) {
+	all, err := listenSockets(netDir)
+	if err != nil {
+		return nil, fmt.Errorf("platform: list listeners: %w", err)
+	}
+	setListenerOwners(proc, all)
+	return all, nil
+}
+
+// listenSockets reads the listening TCP sockets, IPv4 and IPv6, from the
+// socket tables in netDir, without their processes.
+func listenSockets(netDir string) ([]Listener, error) {
 	var all []Listener
 	for _, name := range []string{"tcp", "tcp6"} {
 		path := filepath.Join(netDir, name)
@@ -79,15 +83,14 @@ func listListeners(netDir, proc string) ([]Listener, error) {
 			continue // the kernel runs without IPv6
 		}
 		if err != nil {
-			return nil, fmt.Errorf("platform: list listeners: %w", err)
+			return nil, err
 		}
 		ls, err := parseProcNetTCP(data)
 		if err != nil {
-			return nil, fmt.Errorf("platform: list listeners: %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		all = append(all, ls...)
 	}
-	setListenerOwners(proc, all)
 	return all, nil
 }
 
