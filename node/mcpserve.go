@@ -33,6 +33,9 @@ const fileServices = "services.json"
 // startProxy runs the MCP proxy on the mesh address and re-serves the
 // services saved in the state directory.
 func (n *Node) startProxy() error {
+	n.mu.Lock()
+	n.mu.upstreamOwner = map[uint16]int{}
+	n.mu.Unlock()
 	n.proxy = mcp.New(mcp.Config{
 		Node: n.enr.Name,
 		WhoIs: func(addr netip.Addr) (mcp.Caller, error) {
@@ -203,19 +206,16 @@ func (n *Node) noteUpstreamOwner(upstream string) {
 	if err != nil {
 		return
 	}
-	port, err := strconv.ParseUint(u.Port(), 10, 16)
-	if err != nil {
+	port, ok := portOf(u.Host)
+	if !ok {
 		return
 	}
-	uid, found, err := platform.LocalListenerOwner(uint16(port))
+	uid, found, err := platform.LocalListenerOwner(port)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.mu.upstreamOwner == nil {
-		n.mu.upstreamOwner = map[uint16]int{}
-	}
-	delete(n.mu.upstreamOwner, uint16(port))
+	delete(n.mu.upstreamOwner, port)
 	if err == nil && found {
-		n.mu.upstreamOwner[uint16(port)] = uid
+		n.mu.upstreamOwner[port] = uid
 	}
 }
 
@@ -224,26 +224,19 @@ func (n *Node) noteUpstreamOwner(upstream string) {
 // node began: a user who bound the port while the real server was down
 // would otherwise receive the calls the policy allowed, and answer them.
 func (n *Node) checkUpstreamOwner(hostport string) error {
-	_, p, err := net.SplitHostPort(hostport)
-	if err != nil {
+	port, ok := portOf(hostport)
+	if !ok {
 		return nil
 	}
-	port, err := strconv.ParseUint(p, 10, 16)
-	if err != nil {
-		return nil
-	}
-	uid, found, err := platform.LocalListenerOwner(uint16(port))
+	uid, found, err := platform.LocalListenerOwner(port)
 	if err != nil || !found {
 		return nil // nothing to compare (not Linux, or it went away)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	want, known := n.mu.upstreamOwner[uint16(port)]
+	want, known := n.mu.upstreamOwner[port]
 	if !known {
-		if n.mu.upstreamOwner == nil {
-			n.mu.upstreamOwner = map[uint16]int{}
-		}
-		n.mu.upstreamOwner[uint16(port)] = uid
+		n.mu.upstreamOwner[port] = uid
 		return nil
 	}
 	if uid != want {
@@ -251,6 +244,16 @@ func (n *Node) checkUpstreamOwner(hostport string) error {
 		return fmt.Errorf("port %d is now served by uid %d, not uid %d as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", port, uid, want)
 	}
 	return nil
+}
+
+// portOf is the port of a host:port.
+func portOf(hostport string) (uint16, bool) {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return 0, false
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	return uint16(port), err == nil
 }
 
 // restoreService serves name again as the saved set has it, after a
