@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
 // TestDataDirOthersCanChangeIsRefused: whoever can write the data
@@ -16,13 +17,7 @@ import (
 // domain's, and so control the mesh. init refuses such a directory, and so
 // does run, before trusting any key in it.
 func TestDataDirOthersCanChangeIsRefused(t *testing.T) {
-	loose := filepath.Join(t.TempDir(), "shared")
-	if err := os.Mkdir(loose, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(loose, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	loose := meshtest.SharedDir(t)
 	err := coordinator.Init(loose, "test.mcpmesh", time.Now())
 	if err == nil || !strings.Contains(err.Error(), "can be written by other users") || !strings.Contains(err.Error(), "chmod 700") {
 		t.Fatalf("init in a world-writable directory: %v", err)

@@ -65,13 +65,7 @@ func TestStateDirSecretsAndSocketAreOwnerOnly(t *testing.T) {
 // replaced or a symlink planted where the daemon writes; the node refuses
 // it before writing anything, and says how to fix it.
 func TestStateDirOthersCanChangeIsRefused(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "st")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	dir := meshtest.SharedDir(t)
 	_, err := node.Start(context.Background(), node.Config{StateDir: dir, Coordinator: "https://127.0.0.1:1", Token: "x", Hostname: "me"})
 	if err == nil || !strings.Contains(err.Error(), "can be written by other users") || !strings.Contains(err.Error(), "chmod 700") {
 		t.Fatalf("a world-writable state directory: %v", err)

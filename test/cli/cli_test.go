@@ -240,13 +240,7 @@ func TestDemoTellsTheWholeStory(t *testing.T) {
 // another user can write could point them at a coordinator of that user's,
 // so it is ignored, with a warning, and the command asks which coordinator.
 func TestRememberedAdminDefaultsOthersCouldWriteAreNotUsed(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "shared")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	dir := meshtest.SharedDir(t)
 	cfg := filepath.Join(dir, "admin.json")
 	if err := os.WriteFile(cfg, []byte(`{"coordinator":"https://127.0.0.1:1","admin":"/planted/admin.pem"}`), 0o600); err != nil {
 		t.Fatal(err)
