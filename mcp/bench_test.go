@@ -142,16 +142,23 @@ func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClo
 		must(run(ep, 4, 400)) // warm up connections and code paths
 	}
 	b.ResetTimer()
-	// Unloaded: one session, calls one after another.
-	serial := min(b.N, 2000)
-	one := make([][]time.Duration, len(paths))
-	for i, ep := range paths {
-		one[i], _ = must(run(ep, 1, serial))
-	}
-	// Loaded: 64 sessions at once, in rounds whose order rotates so that
-	// drift on a shared machine (other load, GC state) falls on every path
-	// alike.
+	// Rounds whose order rotates, so that drift on a shared machine (other
+	// load, GC state, a vCPU the host parked) falls on every path alike.
 	const rounds = 10
+	// Unloaded: one session, calls one after another.
+	serial := max(min(b.N, 2000)/rounds, 1)
+	one := make([][]time.Duration, len(paths))
+	for r := range rounds {
+		for k := range paths {
+			i := (r + k) % len(paths)
+			l, _ := must(run(paths[i], 1, serial))
+			one[i] = append(one[i], l...)
+		}
+	}
+	for i := range one {
+		slices.Sort(one[i])
+	}
+	// Loaded: 64 sessions at once.
 	lat := make([][]time.Duration, len(paths))
 	wall := make([]time.Duration, len(paths))
 	used := make([]time.Duration, len(paths))
