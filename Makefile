@@ -55,6 +55,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzStrictParserMatchesReference$$' -fuzztime 30000x ./mcp/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeValueMatchesReference$$' -fuzztime 30000x ./mcp/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpstreamAnswer$$' -fuzztime 20000x ./mcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrontConnection$$' -fuzztime 20000x ./mcp/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassifyAnswer$$' -fuzztime 20000x ./platform/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcNetTCP$$' -fuzztime 20000x ./platform/
 

@@ -108,12 +108,10 @@ type Proxy struct {
 	rt     http.RoundTripper
 	ownsTr *upstreamTransport // the default transport, closed by Close
 
-	readTimeout time.Duration // of a whole request (requestReadTimeout)
+	front *front // the HTTP/1.1 server of every Serve
 
 	mu       sync.Mutex
 	services map[string]*service
-	servers  map[*http.Server]struct{}
-	closed   bool
 }
 
 // service is a Service as the proxy serves it.
@@ -340,11 +338,12 @@ func (s *session) forget(key string) {
 
 // New returns a Proxy with no services.
 func New(cfg Config) *Proxy {
-	p := &Proxy{cfg: cfg, readTimeout: requestReadTimeout, services: map[string]*service{}, servers: map[*http.Server]struct{}{}}
+	p := &Proxy{cfg: cfg, services: map[string]*service{}}
 	p.log = cfg.Logger
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.front = newFront(p.Handler(), p.log, requestReadTimeout)
 	if p.cfg.MaxMessageBytes <= 0 {
 		p.cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -433,30 +432,12 @@ func (p *Proxy) Handler() http.Handler {
 }
 
 // Serve serves Handler on ln until Close. SSE streams may live long: there
-// is no timeout on a request once it is read, only on reading its headers,
-// reading it whole, and idling. (net/http lifts the read deadline once a
-// body is read to its end, before it watches the connection for the
-// client going away, so ReadTimeout does not cut streams short.)
+// is no timeout on a request once it is read, only on reading its headers
+// (10 s), reading it whole (requestReadTimeout), and idling between
+// requests (2 minutes). Headers may take 64 KiB; each mesh address may hold
+// Config.MaxConnsPerSource connections.
 func (p *Proxy) Serve(ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           p.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       p.readTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return fmt.Errorf("mcp: serve: %w", net.ErrClosed)
-	}
-	p.servers[srv] = struct{}{}
-	p.mu.Unlock()
-	err := srv.Serve(limitPerSource(ln, cmp.Or(p.cfg.MaxConnsPerSource, DefaultMaxConnsPerSource)))
-	p.mu.Lock()
-	delete(p.servers, srv)
-	p.mu.Unlock()
+	err := p.front.serve(limitPerSource(ln, cmp.Or(p.cfg.MaxConnsPerSource, DefaultMaxConnsPerSource)))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -466,23 +447,11 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // Close stops every Serve (closing their listeners and connections, SSE
 // streams included) and the upstream connections of the default transport.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	srvs := make([]*http.Server, 0, len(p.servers))
-	for s := range p.servers {
-		srvs = append(srvs, s)
-	}
-	p.mu.Unlock()
-	var errs []error
-	for _, s := range srvs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	err := p.front.close()
 	if p.ownsTr != nil {
 		p.ownsTr.Close()
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return fmt.Errorf("mcp: close: %w", err)
 	}
 	return nil

@@ -26,7 +26,7 @@ func serveWithReadTimeout(t *testing.T, upstream string, d time.Duration) string
 		WhoIs:  testWhoIs,
 		Policy: func() (*policy.Policy, uint64) { return pol, 1 },
 	})
-	p.readTimeout = d
+	p.front.readTimeout = d
 	if err := p.SetService(Service{Name: "charts", Tags: []string{"tag:phi"}, URL: upstream}); err != nil {
 		t.Fatal(err)
 	}
