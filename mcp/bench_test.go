@@ -78,7 +78,7 @@ func BenchmarkToolsCall(b *testing.B) {
 	r.sink = auditLog(b)
 	ss := newSessionPool(httpFrom(b, "127.0.0.2"))
 	b.Cleanup(ss.close)
-	measure(b, r.up.url, r.endpoint(), relayTo(b, r.up.url), ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
+	measure(b, r.up.url, r.endpoint(), other{"relay", relayTo(b, r.up.url)}, ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
 }
 
 // BenchmarkToolsCallSeparateProcesses is BenchmarkToolsCall deployed as in
@@ -98,10 +98,42 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 	cl := startRole(b, "clients")
 	r := newRigTo(b, first.Upstream)
 	r.sink = auditLog(b)
-	measure(b, first.Upstream, r.endpoint(), relayTo(b, first.Upstream), cl.run, func() time.Duration {
+	measure(b, first.Upstream, r.endpoint(), other{"relay", relayTo(b, first.Upstream)}, cl.run, func() time.Duration {
 		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
 	})
 }
+
+// BenchmarkFrontAgainstNetHTTP is BenchmarkToolsCallSeparateProcesses with
+// the same proxy served by net/http's Server in the third path instead of
+// a bare relay: the measure of why the proxy has an HTTP/1.1 front of its
+// own (front.go). Its figures are named netmux (net/http's server).
+//
+//	go test -run=NONE -bench=FrontAgainstNetHTTP -benchtime=20000x ./mcp/
+func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
+	up := startRole(b, "upstream")
+	var first roleResult
+	if err := up.out.Decode(&first); err != nil || first.Upstream == "" {
+		b.Fatalf("upstream process did not start: %v %+v", err, first)
+	}
+	cl := startRole(b, "clients")
+	r := newRigTo(b, first.Upstream)
+	r.sink = auditLog(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: r.proxy.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: requestReadTimeout,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	go pprof.Do(context.Background(), pprof.Labels("role", "netmux"), func(context.Context) { srv.Serve(ln) })
+	b.Cleanup(func() { srv.Close() })
+	measure(b, first.Upstream, r.endpoint(), other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"}, cl.run, func() time.Duration {
+		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
+	})
+}
+
+// other is a third path measure runs alongside direct and proxied calls,
+// and the name its figures carry.
+type other struct{ name, endpoint string }
 
 // auditLog is the serving node's own audit log (node/auditlog) in a
 // temporary directory, hooked up as the node daemon hooks it with its
@@ -121,10 +153,9 @@ func auditLog(b *testing.B) func([]api.AuditEvent) (func() error, error) {
 }
 
 // measure runs the serial and loaded comparisons of the proxy against
-// direct calls and reports them. When relay is not empty it also measures
-// calls through it (a bare TCP relay to the upstream), the floor that any
-// extra hop costs.
-func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClock) {
+// direct calls and reports them, and calls on a third path alongside (a
+// bare TCP relay to the upstream: the floor that any extra hop costs).
+func measure(b *testing.B, direct, proxied string, third other, run runner, cpu cpuClock) {
 	must := func(l []time.Duration, e time.Duration, err error) ([]time.Duration, time.Duration) {
 		if err != nil {
 			b.Fatal(err)
@@ -135,9 +166,7 @@ func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClo
 		return float64(l[int(p*float64(len(l)-1))].Microseconds())
 	}
 	paths := []string{direct, proxied}
-	if relay != "" {
-		paths = append(paths, relay)
-	}
+	paths = append(paths, third.endpoint)
 	for _, ep := range paths {
 		must(run(ep, 4, 400)) // warm up connections and code paths
 	}
@@ -192,12 +221,10 @@ func measure(b *testing.B, direct, proxied, relay string, run runner, cpu cpuClo
 	b.ReportMetric(rate(1)/rate(0), "throughput-ratio")
 	b.ReportMetric(perCall(0), "direct-cpu-µs/call")
 	b.ReportMetric(perCall(1), "proxy-cpu-µs/call")
-	if relay != "" {
-		b.ReportMetric(pct(one[2], .50)-pct(d1, .50), "serial-relay-added-p50-µs")
-		b.ReportMetric(rate(2), "relay-calls/s")
-		b.ReportMetric(rate(2)/rate(0), "relay-ratio")
-		b.ReportMetric(perCall(2), "relay-cpu-µs/call")
-	}
+	b.ReportMetric(pct(one[2], .50)-pct(d1, .50), "serial-"+third.name+"-added-p50-µs")
+	b.ReportMetric(rate(2), third.name+"-calls/s")
+	b.ReportMetric(rate(2)/rate(0), third.name+"-ratio")
+	b.ReportMetric(perCall(2), third.name+"-cpu-µs/call")
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
 }
 

@@ -75,6 +75,7 @@ if ! skipped proxy; then
 		$GO test -run '^$' -bench 'ToolsCall|HandlerAlone' -benchtime $n_proxy ./mcp/ | tee "$tmp/proxy$i.txt" >&2
 	done
 	if [ "$smoke" = 1 ]; then cp "$tmp/proxy1.txt" "$tmp/proxy2.txt"; cp "$tmp/proxy1.txt" "$tmp/proxy3.txt"; fi
+	$GO test -run '^$' -bench 'FrontAgainstNetHTTP' -benchtime $n_proxy ./mcp/ | tee "$tmp/front.txt" >&2
 	{
 		echo "## MCP proxy alone"
 		echo
@@ -117,6 +118,17 @@ if ! skipped proxy; then
 				echo "$row |"
 			done
 		done
+		echo
+		echo "The proxy's HTTP/1.1 front against net/http's Server in front of the same"
+		echo "proxy, three processes, in the same rotating rounds"
+		echo "(\`go test ./mcp -run '^\$' -bench FrontAgainstNetHTTP -benchtime 20000x\`, one run):"
+		echo
+		echo "| measure | front | net/http |"
+		echo "|---|---:|---:|"
+		f="$tmp/front.txt" n=BenchmarkFrontAgainstNetHTTP
+		echo "| serial, added at p50 (µs) | $(fmt0 "$(metric "$f" $n serial-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-netmux-added-p50-µs)") |"
+		echo "| 64 sessions, CPU per call (µs; direct $(fmt0 "$(metric "$f" $n direct-cpu-µs/call)")) | $(fmt0 "$(metric "$f" $n proxy-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n netmux-cpu-µs/call)") |"
+		echo "| throughput ratio | $(fmt2 "$(metric "$f" $n throughput-ratio)") | $(fmt2 "$(metric "$f" $n netmux-ratio)") |"
 		echo
 	} >"$tmp/proxy.md"
 fi
