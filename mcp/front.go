@@ -36,15 +36,18 @@ import (
 // and their conflicts), and http.Header.Write writes the answer's headers
 // (it drops invalid names and turns line breaks in values into spaces).
 // front adds the limits (header size, header and whole-request timeouts,
-// idle connections), the framing of the answer (Content-Length when the
-// handler is done before its answer reaches 32 KiB, chunked after a Flush
-// or beyond that), and keep-alive.
+// idle connections, a write that makes no progress for a minute), the
+// framing of the answer (Content-Length when the handler is done before
+// its answer reaches 32 KiB, chunked after a Flush or beyond that), and
+// keep-alive. As in net/http, what a handler left of a body is read (up to
+// 256 KiB) before the answer, and a failed write cancels the request.
 type front struct {
 	handler           http.Handler
 	log               *slog.Logger
 	readHeaderTimeout time.Duration // headers of a request, and a new connection's first byte
 	readTimeout       time.Duration // a whole request, its body included (0: none)
 	idleTimeout       time.Duration // between requests
+	writeTimeout      time.Duration // a write to the client that makes no progress
 	maxHeaderBytes    int
 	watchAfter        time.Duration // a handler runs this long before its connection is watched
 
@@ -72,6 +75,7 @@ func newFront(h http.Handler, log *slog.Logger, readTimeout time.Duration) *fron
 		readHeaderTimeout: 10 * time.Second,
 		readTimeout:       readTimeout,
 		idleTimeout:       2 * time.Minute,
+		writeTimeout:      time.Minute,
 		maxHeaderBytes:    64 << 10,
 		watchAfter:        100 * time.Millisecond,
 		lns:               map[net.Listener]struct{}{},
@@ -102,15 +106,15 @@ func (f *front) serve(ln net.Listener) error {
 			if f.isClosed() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				f.log.Debug("mcp: accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors (EMFILE, ENFILE), a connection reset
+			// before it was accepted, and the like pass: wait and go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			f.log.Warn("mcp: accept failed; retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
 		fc := newFrontConn(f, c)
@@ -180,8 +184,29 @@ func newFrontConn(f *front, c net.Conn) *frontConn {
 	fc := &frontConn{f: f, c: c, remote: c.RemoteAddr().String()}
 	fc.lim = headerLimit{r: c, n: -1}
 	fc.br = bufio.NewReader(&fc.lim)
-	fc.bw = bufio.NewWriter(c)
+	fc.bw = bufio.NewWriter(clientWriter{fc})
 	return fc
+}
+
+// clientWriter writes to the client with a deadline that each write
+// renews, so a client that stops reading cannot hold the request (and its
+// upstream) for good while a stream that moves lives on. A failed write
+// means the client is gone: the request is cancelled, as net/http does.
+type clientWriter struct{ fc *frontConn }
+
+func (w clientWriter) Write(p []byte) (int, error) {
+	fc := w.fc
+	fc.c.SetWriteDeadline(time.Now().Add(fc.f.writeTimeout))
+	n, err := fc.c.Write(p)
+	if err != nil {
+		fc.mu.Lock()
+		fc.gone = true
+		if fc.cancel != nil {
+			fc.cancel()
+		}
+		fc.mu.Unlock()
+	}
+	return n, err
 }
 
 // headerLimit bounds what ReadRequest may read for one request's headers;
@@ -315,7 +340,7 @@ func (fc *frontConn) handle(req *http.Request) (keep bool) {
 	req.RemoteAddr = fc.remote
 	body := &frontBody{rc: req.Body, fc: fc}
 	req.Body = body
-	w := &frontResponse{fc: fc, req: req, header: make(http.Header, 4), contentLength: -1}
+	w := &frontResponse{fc: fc, req: req, body: body, header: make(http.Header, 4), contentLength: -1}
 
 	fc.mu.Lock()
 	fc.cancel, fc.bodyDone, fc.wantWatch, fc.done, fc.gone = cancel, req.ContentLength == 0, false, false, false
@@ -345,17 +370,11 @@ func (fc *frontConn) handle(req *http.Request) (keep bool) {
 	fc.f.handler.ServeHTTP(w, req)
 	timer.Stop()
 	gone := fc.stopWatch()
-	keep = w.finish() && !gone && !req.Close
+	keep = w.finish() && !gone && !req.Close // finish read what the handler left of the body
 	cancel()
 	fc.mu.Lock()
 	fc.cancel = nil
 	fc.mu.Unlock()
-	if keep && !body.eof {
-		// Read what the handler left, within the request's deadline, to
-		// find the next request; too much and the connection closes.
-		n, err := io.CopyN(io.Discard, body.rc, maxUnreadBody+1)
-		keep = n <= maxUnreadBody && errors.Is(err, io.EOF)
-	}
 	return keep
 }
 
@@ -423,12 +442,26 @@ func (b *frontBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *frontBody) Close() error { return b.rc.Close() }
+// Close leaves the rest of the body where it is: front reads at most
+// maxUnreadBody of it before it answers, or closes the connection.
+func (b *frontBody) Close() error { return nil }
+
+// drain reads what is left of the body, within the request's deadline, and
+// reports whether it ended within maxUnreadBody, so that the connection can
+// carry another request and be watched meanwhile.
+func (b *frontBody) drain() bool {
+	if b.eof {
+		return true
+	}
+	n, err := io.CopyN(io.Discard, b, maxUnreadBody+1)
+	return n <= maxUnreadBody && errors.Is(err, io.EOF)
+}
 
 // frontResponse is the http.ResponseWriter (and http.Flusher) of one request.
 type frontResponse struct {
 	fc            *frontConn
 	req           *http.Request
+	body          *frontBody
 	header        http.Header
 	status        int
 	wroteHeader   bool  // WriteHeader was called
@@ -517,9 +550,26 @@ func (w *frontResponse) FlushError() error {
 // length is known.
 func (w *frontResponse) sendHeader(final bool) {
 	w.sentHeader = true
+	// What the handler left of the body is read before the answer, as
+	// net/http does: a client may send its whole body before it reads,
+	// and a stream is watched for the client leaving only past the body.
+	if !w.body.drain() {
+		w.closeAfter = true
+	}
 	h := w.header
+	if v := h.Get("Connection"); strings.EqualFold(v, "close") {
+		w.closeAfter = true
+	}
 	for _, k := range [...]string{"Transfer-Encoding", "Connection", "Keep-Alive", "Trailer", "Upgrade"} {
 		delete(h, k) // the framing is front's to say
+	}
+	if w.contentLength < 0 || !w.bodyAllowed() && w.req.Method != http.MethodHead {
+		// Set after WriteHeader, or on an answer without a body: not the
+		// length of what goes out.
+		delete(h, "Content-Length")
+		if !w.bodyAllowed() && w.req.Method != http.MethodHead {
+			w.contentLength = -1
+		}
 	}
 	if !w.req.ProtoAtLeast(1, 1) || w.req.Close {
 		w.closeAfter = true

@@ -256,7 +256,9 @@ func (x *exchange) relaySSE(body io.Reader, lists map[string]string, denials [][
 		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 		if len(line) == 0 {
-			x.emitEvent(rc, ev, lists)
+			if !x.emitEvent(rc, ev, lists) {
+				return // the caller is gone: stop reading the upstream
+			}
 			ev, total = ev[:0], 0
 		} else {
 			ev = append(ev, append([]byte(nil), line...))
@@ -274,8 +276,9 @@ func (x *exchange) relaySSE(body io.Reader, lists map[string]string, denials [][
 	}
 }
 
-// emitEvent writes one event (and the blank line ending it).
-func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map[string]string) {
+// emitEvent writes one event (and the blank line ending it), or drops it;
+// it reports false when the caller can no longer be written to.
+func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map[string]string) bool {
 	var data [][]byte
 	name := ""
 	for _, l := range ev {
@@ -292,7 +295,7 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 		joined := bytes.Join(data, []byte("\n"))
 		x.noteServerRequests(joined)
 		if !x.mayNotify(joined) {
-			return
+			return true
 		}
 		// An event without JSON (a priming event: an id and empty data)
 		// has nothing to filter, and its id is what a client resumes from.
@@ -300,7 +303,7 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 			nd, err := x.rewrite(joined, lists, nil)
 			if err != nil {
 				// Dropped, not passed on unread: the stream goes on.
-				return
+				return true
 			}
 			if !bytes.Equal(nd, joined) {
 				wrote := false
@@ -318,9 +321,7 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 					out.WriteByte('\n')
 				}
 				out.WriteByte('\n')
-				x.w.Write(out.Bytes())
-				rc.Flush()
-				return
+				return x.send(rc, out.Bytes())
 			}
 		}
 	}
@@ -329,8 +330,15 @@ func (x *exchange) emitEvent(rc *http.ResponseController, ev [][]byte, lists map
 		out.WriteByte('\n')
 	}
 	out.WriteByte('\n')
-	x.w.Write(out.Bytes())
-	rc.Flush()
+	return x.send(rc, out.Bytes())
+}
+
+// send writes and flushes one event, and reports whether both worked.
+func (x *exchange) send(rc *http.ResponseController, b []byte) bool {
+	if _, err := x.w.Write(b); err != nil {
+		return false
+	}
+	return rc.Flush() == nil
 }
 
 // mayNotify reports whether an event may reach the caller: an update
