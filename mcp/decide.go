@@ -2,9 +2,11 @@ package mcp
 
 import (
 	"cmp"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -65,7 +67,7 @@ type verdict struct {
 	reason string // why, for the error message the caller sees
 	rule   string // the rule that decided, for the audit trail (reason when empty)
 	name   string // tool name, resource URI or prompt name
-	digest string // sha256 of the canonical arguments, if any
+	digest string // argsDigest of the arguments, if any
 }
 
 // decider decides the messages of one HTTP request.
@@ -76,6 +78,7 @@ type decider struct {
 	pol    *policy.Policy
 	ver    uint64
 	reach  bool
+	key    []byte // of the argument digests (Config.DigestKey)
 }
 
 func (d *decider) unreachable() string {
@@ -132,7 +135,7 @@ func (d *decider) named(m *message, kind policy.Kind, key, what string) verdict 
 			v.code, v.reason = codeInvalidParams, m.method+": params.arguments must be an object"
 			return v
 		}
-		v.digest = argsDigest(a)
+		v.digest = argsDigest(d.key, a)
 		args = policyArgs(ao)
 	}
 	if d.pol == nil {
@@ -211,11 +214,34 @@ func (d *decider) listen(m *message) verdict {
 
 func str(v any) string { s, _ := v.(string); return s }
 
-// argsDigest is "sha256:<hex>" of the canonical JSON (sorted keys, numbers
-// as written) of a call's arguments.
-func argsDigest(args any) string {
-	sum := sha256.Sum256(encodeValue(args))
-	return "sha256:" + hex.EncodeToString(sum[:])
+// DigestPrefix starts every argument digest in an audit event.
+const DigestPrefix = "hmac-sha256:"
+
+// argsDigest is DigestPrefix and the hex HMAC-SHA256, under key, of the
+// canonical JSON (sorted keys, numbers as written) of a call's arguments.
+// Keyed, because arguments are often guessable (a patient number, an
+// account id): a plain hash in an audit log shipped off the node would
+// give them away to anyone who tries the candidates.
+func argsDigest(key []byte, args any) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(encodeValue(args))
+	return DigestPrefix + hex.EncodeToString(m.Sum(nil))
+}
+
+// ArgsDigest is the digest an audit event records for a call whose
+// arguments are the JSON object arguments, under the serving node's key:
+// how an investigator who holds that key checks which arguments a call
+// had (`mcpmesh audit digest`). Key order and spacing do not matter;
+// numbers count as written.
+func ArgsDigest(key, arguments []byte) (string, error) {
+	v, err := decodeStrict(arguments)
+	if err != nil {
+		return "", fmt.Errorf("mcp: arguments: %w", err)
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return "", errors.New("mcp: arguments must be a JSON object, as in a tools/call")
+	}
+	return argsDigest(key, v), nil
 }
 
 // policyArgs converts decoded arguments to what a policy condition sees:

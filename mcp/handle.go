@@ -61,6 +61,7 @@ func (p *Proxy) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.d.svc = svc
+	x.d.key = p.cfg.DigestKey
 	for _, h := range []string{hdrSession, hdrVersion, hdrLastEvent} {
 		// One value each: the proxy checks one, and an upstream that
 		// read another would act on what was not checked.

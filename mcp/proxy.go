@@ -3,6 +3,7 @@ package mcp
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,11 @@ const DefaultMaxSessionsPerCaller = 256
 type Config struct {
 	// Node is the serving node's name, for audit events.
 	Node string
+	// DigestKey keys the digests of call arguments in audit events
+	// (ArgsDigest). The node keeps one per node, so digests stay
+	// comparable across restarts; without one, New draws a random key,
+	// and digests are comparable only within the Proxy's life.
+	DigestKey []byte
 	// WhoIs names the caller at a remote address. An error refuses the
 	// request with HTTP 403; nothing is forwarded.
 	WhoIs func(remote netip.Addr) (Caller, error)
@@ -344,6 +350,10 @@ func New(cfg Config) *Proxy {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.front = newFront(p.Handler(), p.log, requestReadTimeout)
+	if len(p.cfg.DigestKey) == 0 {
+		p.cfg.DigestKey = make([]byte, 32)
+		rand.Read(p.cfg.DigestKey) // never fails (crypto/rand)
+	}
 	if p.cfg.MaxMessageBytes <= 0 {
 		p.cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}

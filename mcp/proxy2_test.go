@@ -2,6 +2,8 @@ package mcp
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -185,8 +187,21 @@ func TestAuditEventsCarryDigestNotArguments(t *testing.T) {
 		if e.Method != "tools/call" {
 			continue
 		}
-		if !strings.HasPrefix(e.ArgsDigest, "sha256:") || len(e.ArgsDigest) != 7+64 || e.Session == "" {
+		if !strings.HasPrefix(e.ArgsDigest, DigestPrefix) || len(e.ArgsDigest) != len(DigestPrefix)+64 || e.Session == "" {
 			t.Errorf("event without digest or session: %s", b)
+		}
+		// Whoever holds the node's key can check a candidate; a plain
+		// hash of the candidate, which anyone can compute, does not match.
+		arg := `{"text":"SECRET-PHI-1"}`
+		if e.Tool == "delete_chart" {
+			arg = `{"text":"SECRET-PHI-2"}`
+		}
+		if d, err := ArgsDigest(r.proxy.cfg.DigestKey, []byte(arg)); err != nil || d != e.ArgsDigest {
+			t.Errorf("ArgsDigest of the call's arguments: %s, %v; the event has %s", d, err, e.ArgsDigest)
+		}
+		plain := sha256.Sum256([]byte(arg))
+		if strings.Contains(e.ArgsDigest, hex.EncodeToString(plain[:])) {
+			t.Errorf("digest is the plain hash of the arguments: %s", b)
 		}
 		switch {
 		case e.Tool == "echo" && e.Decision == "allow" && strings.HasPrefix(e.Reason, "grant at acl.hujson:"):
@@ -200,8 +215,17 @@ func TestAuditEventsCarryDigestNotArguments(t *testing.T) {
 	if allow != 1 || deny != 1 {
 		t.Errorf("tools/call events: %d allow, %d deny; want 1 and 1", allow, deny)
 	}
-	if d := argsDigest(map[string]any{"b": json.Number("1"), "a": "x"}); d != argsDigest(map[string]any{"a": "x", "b": json.Number("1")}) {
+	key := []byte("k")
+	if d := argsDigest(key, map[string]any{"b": json.Number("1"), "a": "x"}); d != argsDigest(key, map[string]any{"a": "x", "b": json.Number("1")}) {
 		t.Error("digest depends on key order")
+	}
+	if argsDigest(key, map[string]any{"a": "x"}) == argsDigest([]byte("other"), map[string]any{"a": "x"}) {
+		t.Error("digest does not depend on the key")
+	}
+	for _, bad := range []string{`["x"]`, `"x"`, `{"a":1,"a":2}`, `{`} {
+		if _, err := ArgsDigest(key, []byte(bad)); err == nil {
+			t.Errorf("ArgsDigest accepted %s", bad)
+		}
 	}
 }
 

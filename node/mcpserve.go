@@ -36,8 +36,13 @@ func (n *Node) startProxy() error {
 	n.mu.Lock()
 	n.mu.upstreamOwner = map[uint16]int{}
 	n.mu.Unlock()
+	key, err := n.state.digestKey()
+	if err != nil {
+		return err
+	}
 	n.proxy = mcp.New(mcp.Config{
-		Node: n.enr.Name,
+		Node:      n.enr.Name,
+		DigestKey: key,
 		WhoIs: func(addr netip.Addr) (mcp.Caller, error) {
 			p, err := n.WhoIs(addr)
 			if err != nil {

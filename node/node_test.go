@@ -24,7 +24,7 @@ func TestStateDirSecretsAndSocketAreOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	for _, f := range []string{"wireguard.key", "identity.key", "svid.pem", "node.json", "netmap.json", node.SocketName} {
+	for _, f := range []string{"wireguard.key", "identity.key", "svid.pem", "node.json", "netmap.json", node.DigestKeyFile, node.SocketName} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)

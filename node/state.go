@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ const (
 	fileBundle       = "bundle.pem"
 	fileNode         = "node.json"
 	fileNetmap       = "netmap.json"
+	// DigestKeyFile keys the argument digests of the node's audit events
+	// (mcp.ArgsDigest): whoever holds it can check candidate arguments.
+	DigestKeyFile = "audit-digest.key"
 	// SocketName is the LocalAPI's unix socket inside the state directory.
 	SocketName = "mcpmesh.sock"
 )
@@ -76,6 +80,35 @@ func (s stateDir) wireGuardKey() (tunnel.Key, error) {
 	k[31] = (k[31] & 127) | 64
 	if err := identity.WriteFileAtomic(s.path(fileWireGuardKey), []byte(k.String()+"\n"), 0o600); err != nil {
 		return k, err
+	}
+	return k, nil
+}
+
+// digestKey loads the key of the node's audit argument digests, creating
+// it once: the same arguments keep the same digest across restarts.
+func (s stateDir) digestKey() ([]byte, error) {
+	k, err := ReadDigestKey(s.path(DigestKeyFile))
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return k, err
+	}
+	k = make([]byte, 32)
+	rand.Read(k) // never fails (crypto/rand)
+	if err := identity.WriteFileAtomic(s.path(DigestKeyFile), []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// ReadDigestKey reads a node's audit digest key file (DigestKeyFile in its
+// state directory), for `mcpmesh audit digest`.
+func ReadDigestKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("node: audit digest key: %w", err)
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(k) != 32 {
+		return nil, fmt.Errorf("node: audit digest key %s: not 64 hex digits", path)
 	}
 	return k, nil
 }

@@ -3,19 +3,26 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
 )
 
 func runAudit(ctx context.Context, e *env, args []string) error {
 	if len(args) > 0 && args[0] == "exposure" {
 		return runAuditExposure(ctx, e, args[1:])
 	}
+	if len(args) > 0 && args[0] == "digest" {
+		return runAuditDigest(e, args[1:])
+	}
 	if len(args) == 0 || args[0] != "tail" {
-		return usageError{"want: audit tail [--caller ID] [--service S] [--tool T] [--decision allow|deny], or audit exposure [--all]"}
+		return usageError{"want: audit tail [--caller ID] [--service S] [--tool T] [--decision allow|deny], audit exposure [--all], or audit digest ARGUMENTS"}
 	}
 	fs := newFlags(e, "audit tail")
 	var af adminFlags
@@ -165,5 +172,39 @@ func runAuditExposure(ctx context.Context, e *env, args []string) error {
 	if exposed > 0 {
 		fmt.Fprintf(e.stderr, "%d MCP server(s) reachable off the mesh: bind them to 127.0.0.1 and serve them with `mcpmesh serve`, or add --lockdown\n", exposed)
 	}
+	return nil
+}
+
+// runAuditDigest prints the digest that the serving node's audit events
+// record for a call with the given arguments, so that whoever holds the
+// node's key (root on that host) can check which arguments a call had;
+// without the key a digest gives nothing away.
+func runAuditDigest(e *env, args []string) error {
+	fs := newFlags(e, "audit digest")
+	state := stateFlag(e, fs)
+	keyFile := fs.String("key-file", "", "the serving node's digest key (default: "+node.DigestKeyFile+" in --state)")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	arguments := []byte(pos[0])
+	if pos[0] == "-" {
+		if arguments, err = io.ReadAll(io.LimitReader(e.stdin, 4<<20)); err != nil {
+			return fmt.Errorf("reading the arguments: %w", err)
+		}
+	}
+	path := *keyFile
+	if path == "" {
+		path = filepath.Join(*state, node.DigestKeyFile)
+	}
+	key, err := node.ReadDigestKey(path)
+	if err != nil {
+		return err
+	}
+	d, err := mcp.ArgsDigest(key, arguments)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	fmt.Fprintln(e.stdout, d)
 	return nil
 }

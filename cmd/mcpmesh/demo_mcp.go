@@ -157,7 +157,7 @@ func (d *demo) mcpStory(ctx context.Context, admin *adminclient.Client, server, 
 	d.say("mcpmesh audit tail --service ehr --decision deny")
 	for i := len(evs) - 1; i >= 0; i-- {
 		e := evs[i]
-		d.say("  %s  %s  %-40s  %-12s  %s  (args %s…)", e.Time.Format("15:04:05.000"), e.Decision, e.Caller, e.Tool, e.Reason, e.ArgsDigest[:15])
+		d.say("  %s  %s  %-40s  %-12s  %s  (args %s…)", e.Time.Format("15:04:05.000"), e.Decision, e.Caller, e.Tool, e.Reason, e.ArgsDigest[:min(len(e.ArgsDigest), 20)])
 	}
 	return nil
 }

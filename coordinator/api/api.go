@@ -251,7 +251,9 @@ type AuditEvent struct {
 	Reason    string    `json:"reason"`         // the rule that decided, e.g. "grant at acl.hujson:12:5"
 	Policy    uint64    `json:"policy"`         // policy version that decided
 	LatencyUS int64     `json:"latencyUs"`      // time from the request to its decision, in microseconds (recorded before the call is forwarded)
-	// ArgsDigest is "sha256:<hex>" of the canonical JSON of the arguments.
+	// ArgsDigest is "hmac-sha256:<hex>" of the canonical JSON of the
+	// arguments, keyed by the serving node (mcp.ArgsDigest), so the trail
+	// gives no guessable argument away to whoever reads it.
 	ArgsDigest string `json:"argsDigest,omitempty"`
 	Session    string `json:"session,omitempty"` // MCP session id, if any
 }

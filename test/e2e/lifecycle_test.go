@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
@@ -129,6 +132,11 @@ func TestNodeRestartKeepsIdentityAndMeshIP(t *testing.T) {
 	a, b := m.AddNode("node-a"), m.AddNode("node-b")
 	m.WaitPeers(a, "node-b")
 	id, addrs := b.ID(), b.Addresses()
+	keyFile := filepath.Join(m.NodeDir("node-b"), node.DigestKeyFile)
+	key, err := node.ReadDigestKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	m.StopNode("node-b")
 	// No token: a restart must not need one.
@@ -138,6 +146,10 @@ func TestNodeRestartKeepsIdentityAndMeshIP(t *testing.T) {
 	}
 	if b2.ID() != id || !slices.Equal(b2.Addresses(), addrs) {
 		t.Fatalf("restarted node is %s %v, was %s %v", b2.ID(), b2.Addresses(), id, addrs)
+	}
+	// The same arguments keep the same audit digest across the restart.
+	if key2, err := node.ReadDigestKey(keyFile); err != nil || !bytes.Equal(key2, key) {
+		t.Fatalf("audit digest key after the restart: %v (changed: %v)", err, !bytes.Equal(key2, key))
 	}
 	nodes, err := m.Admin.Nodes(context.Background())
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
@@ -137,8 +139,20 @@ func TestMeshOnlyServiceEnforcesToolLevelPolicy(t *testing.T) {
 		evs, _ = m.Admin.Audit(ctx, api.AuditQuery{Service: "ehr", Tool: "delete_chart", Decision: "deny"})
 		return len(evs) == 1
 	})
-	if evs[0].Caller != laptop.ID() || !strings.HasPrefix(evs[0].ArgsDigest, "sha256:") || evs[0].Node != "ehr-server" {
+	if evs[0].Caller != laptop.ID() || !strings.HasPrefix(evs[0].ArgsDigest, mcp.DigestPrefix) || evs[0].Node != "ehr-server" {
 		t.Fatalf("audit event: %+v", evs[0])
+	}
+	// The digest tells the patient only to whoever holds the serving
+	// node's key; with it, the arguments are checked.
+	key, err := node.ReadDigestKey(filepath.Join(m.NodeDir("ehr-server"), node.DigestKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for patient, want := range map[string]bool{"p-17": true, "p-18": false} {
+		d, err := mcp.ArgsDigest(key, []byte(`{"patient": "`+patient+`"}`))
+		if err != nil || (d == evs[0].ArgsDigest) != want {
+			t.Errorf("digest of patient %s: %s, %v; the event has %s", patient, d, err, evs[0].ArgsDigest)
+		}
 	}
 
 	// A policy change takes effect on the open session.
