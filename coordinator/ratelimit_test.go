@@ -22,6 +22,9 @@ func TestANodeCannotMakeTheMeshChurn(t *testing.T) {
 	if err := peer.WaitPeerCount(l.ctx, 1); err != nil {
 		t.Fatal(err)
 	}
+	// The client counts a message after applying it: wait for the first
+	// map to be counted, or it would count among the changes below.
+	l.waitFor("the peer's first map counted", func() bool { n, _ := peer.Client.Stats(); return n >= 1 })
 	before, _ := peer.Client.Stats()
 	var refused *api.StatusError
 	changes := 0

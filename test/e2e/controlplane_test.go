@@ -49,18 +49,36 @@ func joinCost(t *testing.T, n int) (delta, full uint64) {
 	m := meshtest.New(t, meshtest.Options{})
 	nodes := lightMesh(t, m, n, -1)
 	watcher := nodes[0]
-	_, fullBytes := watcher.Client.Stats()
-	msgs0, bytes0 := watcher.Client.Stats()
-	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// The client counts a message just after applying it, so a node that
+	// shows its peers may not have counted the message that brought the
+	// last one: read the counters once they have held still for 50 ms.
+	settled := func() (uint64, uint64) {
+		msgs, bytes := watcher.Client.Stats()
+		for {
+			select {
+			case <-ctx.Done():
+				t.Fatal("the watcher's counters never settled")
+			case <-time.After(50 * time.Millisecond):
+			}
+			m, b := watcher.Client.Stats()
+			if m == msgs && b == bytes {
+				return msgs, bytes
+			}
+			msgs, bytes = m, b
+		}
+	}
+	msgs0, bytes0 := settled()
+	fullBytes := bytes0
+	tok := m.Token(api.TokenCreateRequest{TTL: api.Duration(time.Hour)})
 	if _, err := meshtest.EnrollLight(ctx, m.URL, tok, "joiner-xyz"); err != nil {
 		t.Fatal(err)
 	}
 	if err := watcher.WaitPeerCount(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	msgs1, bytes1 := watcher.Client.Stats()
+	msgs1, bytes1 := settled()
 	if msgs1-msgs0 != 1 {
 		t.Fatalf("one join sent %d messages to a peer, want 1", msgs1-msgs0)
 	}
