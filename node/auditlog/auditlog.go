@@ -5,7 +5,11 @@
 // answered), numbered with a sequence that survives restarts; a shipper
 // sends what the coordinator has not acknowledged, so an outage of the
 // coordinator loses nothing and a retry duplicates nothing (the
-// coordinator stores by node and sequence).
+// coordinator stores by node and sequence). Once the acknowledged part of
+// the file passes a size (DefaultCompactOver), the file is rewritten
+// without the oldest acknowledged events, keeping DefaultKeepAcked of them
+// for whoever looks on the host: a busy node's log does not fill its disk,
+// and nothing the coordinator has not stored is ever dropped.
 package auditlog
 
 import (
@@ -32,6 +36,15 @@ import (
 const (
 	fileEvents = "audit.jsonl"
 	fileAcked  = "audit.acked"
+	fileNext   = "audit.jsonl.next" // a compaction being written
+)
+
+// The file is compacted when its acknowledged part passes
+// DefaultCompactOver, down to DefaultKeepAcked of acknowledged events
+// (SetCompaction changes both).
+const (
+	DefaultCompactOver = 256 << 20
+	DefaultKeepAcked   = 16 << 20
 )
 
 // maxBatch bounds one shipment; shipDelay lets events that arrive together
@@ -58,7 +71,10 @@ type Log struct {
 	stop      chan struct{}
 	stopped   chan struct{}
 	syncEvery time.Duration
-	sync      struct {
+
+	compactOver, keepAcked int64 // SetCompaction
+
+	sync struct {
 		sync.Mutex
 		synced uint64        // last sequence known to be on disk
 		failed uint64        // last sequence of a failed fsync ...
@@ -80,6 +96,11 @@ type Log struct {
 		// to the offset just past it.
 		ackedOff int64
 		ends     map[uint64]int64
+		// gen counts compactions: offsets read under one generation mean
+		// nothing in the next. retired holds the files compactions
+		// replaced, closed by the flusher once it no longer syncs them.
+		gen     uint64
+		retired []*os.File
 	}
 }
 
@@ -98,7 +119,11 @@ func Open(dir string, log *slog.Logger, syncEvery time.Duration) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditlog: %w", err)
 	}
-	l := &Log{dir: dir, log: log, syncEvery: syncEvery}
+	l := &Log{dir: dir, log: log, syncEvery: syncEvery, compactOver: DefaultCompactOver, keepAcked: DefaultKeepAcked}
+	// A compaction that a crash cut short left only its unfinished copy.
+	if err := os.Remove(filepath.Join(dir, fileNext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("auditlog: %w", err)
+	}
 	path := filepath.Join(dir, fileEvents)
 	last, good, err := scanTail(path)
 	if err != nil {
@@ -171,8 +196,12 @@ func (l *Log) flusher() {
 // and wakes whoever waits for them.
 func (l *Log) flushOnce() {
 	l.mu.Lock()
-	f, target := l.mu.f, l.mu.seq
+	f, target, retired := l.mu.f, l.mu.seq, l.mu.retired
+	l.mu.retired = nil
 	l.mu.Unlock()
+	for _, old := range retired {
+		old.Close() // replaced by a compaction, which synced what it copied
+	}
 	l.sync.Lock()
 	pending := target > l.sync.synced
 	l.sync.Unlock()
@@ -323,23 +352,41 @@ func (l *Log) Sync(seq uint64) error {
 // Pending returns up to max events after the acknowledged sequence. It
 // reads from where they start, so the cost is the batch, not the file.
 func (l *Log) Pending(max int) ([]api.AuditEvent, error) {
+	for {
+		evs, moved, err := l.pending(max)
+		if !moved {
+			return evs, err
+		}
+	}
+}
+
+// pending is Pending, reporting instead that a compaction moved the
+// events while they were read.
+func (l *Log) pending(max int) (_ []api.AuditEvent, moved bool, _ error) {
 	l.mu.Lock()
-	acked, seq, off := l.mu.acked, l.mu.seq, l.mu.ackedOff
+	acked, seq, off, gen := l.mu.acked, l.mu.seq, l.mu.ackedOff, l.mu.gen
 	l.mu.Unlock()
 	if seq <= acked {
-		return nil, nil
+		return nil, false, nil
 	}
 	evs, ends, err := l.readFrom(off, func(ev *api.AuditEvent) bool { return ev.Seq > acked }, max)
-	if err != nil {
-		return nil, err
-	}
 	l.mu.Lock()
+	if l.mu.gen != gen {
+		// A compaction moved the events while they were read: what was
+		// read at the old offsets means nothing.
+		l.mu.Unlock()
+		return nil, true, nil
+	}
+	if err != nil {
+		l.mu.Unlock()
+		return nil, false, err
+	}
 	l.mu.ends = make(map[uint64]int64, len(evs))
 	for i, ev := range evs {
 		l.mu.ends[ev.Seq] = ends[i]
 	}
 	l.mu.Unlock()
-	return evs, nil
+	return evs, false, nil
 }
 
 // Read returns up to max events (oldest first) for which keep is true.
@@ -436,7 +483,15 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 			if err == nil {
 				err = l.Ack(stored)
 			}
+			if err == nil && stored < evs[0].Seq {
+				// Nothing of it was stored: asking again at once would
+				// spin; back off as after a failure.
+				err = fmt.Errorf("auditlog: the coordinator stored none of %d events (up to seq %d)", len(evs), evs[len(evs)-1].Seq)
+			}
 			if err == nil {
+				if cerr := l.compact(); cerr != nil {
+					l.log.Warn("audit log compaction failed; the file keeps growing until one succeeds", "err", cerr)
+				}
 				retry = time.Second
 				continue // more may be pending
 			}
@@ -480,10 +535,113 @@ func (l *Log) Close() error {
 	l.flushOnce() // what was appended last goes to disk before the file closes
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for _, old := range l.mu.retired {
+		old.Close()
+	}
+	l.mu.retired = nil
 	if l.mu.f == nil {
 		return nil
 	}
 	err := l.mu.f.Close()
 	l.mu.f = nil
 	return err
+}
+
+// SetCompaction sets when the file is compacted (its acknowledged part
+// past over bytes) and how much acknowledged history it keeps (keep bytes,
+// at least 64 KiB so that the last event, which carries the sequence a
+// restart goes on from, always stays).
+func (l *Log) SetCompaction(over, keep int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.compactOver, l.keepAcked = over, max(keep, 64<<10)
+}
+
+// compact rewrites the file without the acknowledged events before the
+// last keepAcked bytes of them, once they pass compactOver. The bulk is
+// copied without holding the lock (written bytes never change); only what
+// was appended meanwhile is copied under it, before the new file takes the
+// old one's name in one rename. Every event the coordinator has not
+// acknowledged stays, and so does the last event (the sequence goes on
+// from it after a restart).
+func (l *Log) compact() error {
+	l.mu.Lock()
+	over, keep := l.compactOver, l.keepAcked
+	f, size, ackedOff, gen := l.mu.f, l.mu.size, l.mu.ackedOff, l.mu.gen
+	l.mu.Unlock()
+	if f == nil || ackedOff <= over {
+		return nil
+	}
+	from, err := lineStart(f, ackedOff-keep, ackedOff)
+	if err != nil || from == 0 || from >= size {
+		return err // nothing to drop, or it would drop the last event
+	}
+	path := filepath.Join(l.dir, fileNext)
+	next, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("auditlog: compact: %w", err)
+	}
+	fail := func(err error) error {
+		next.Close()
+		os.Remove(path)
+		return fmt.Errorf("auditlog: compact: %w", err)
+	}
+	if _, err := io.Copy(next, io.NewSectionReader(f, from, size-from)); err != nil {
+		return fail(err)
+	}
+	if err := next.Sync(); err != nil {
+		return fail(err)
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.f != f || l.mu.gen != gen || l.mu.broken != nil {
+		return fail(errors.New("the log changed under the compaction"))
+	}
+	if l.mu.size < size { // a failed append cut back what was copied
+		return fail(errors.New("the log shrank under the compaction"))
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(next, size-from), io.NewSectionReader(f, size, l.mu.size-size)); err != nil {
+		return fail(err)
+	}
+	if err := next.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(path, filepath.Join(l.dir, fileEvents)); err != nil {
+		return fail(err)
+	}
+	if d, err := os.Open(l.dir); err == nil {
+		d.Sync() // the rename itself survives a power cut
+		d.Close()
+	}
+	l.mu.retired = append(l.mu.retired, f)
+	l.mu.f = next
+	l.mu.size -= from
+	l.mu.ackedOff -= from
+	l.mu.ends = nil
+	l.mu.gen++
+	l.log.Info("audit log compacted", "dropped_bytes", from, "kept_bytes", l.mu.size)
+	return nil
+}
+
+// lineStart returns the offset of the first line that starts at or after
+// off (0 if off <= 0), looking no further than limit; limit if none does.
+func lineStart(f *os.File, off, limit int64) (int64, error) {
+	if off <= 0 {
+		return 0, nil
+	}
+	r := bufio.NewReader(io.NewSectionReader(f, off-1, limit-(off-1)))
+	skipped := int64(0)
+	for {
+		b, err := r.ReadSlice('\n')
+		skipped += int64(len(b))
+		switch {
+		case err == nil:
+			return off - 1 + skipped, nil
+		case errors.Is(err, io.EOF):
+			return limit, nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return 0, fmt.Errorf("auditlog: compact: %w", err)
+		}
+	}
 }
