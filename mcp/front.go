@@ -65,7 +65,8 @@ const frontBufferLimit = 32 << 10
 // and discards to keep the connection; a longer one closes it.
 const maxUnreadBody = 256 << 10
 
-// aLongTimeAgo is a deadline that makes a blocked read return at once.
+// aLongTimeAgo is a deadline that makes a blocked read or write return at
+// once (a watch ending here, a cancelled upstream call in upstream.go).
 var aLongTimeAgo = time.Unix(1, 0)
 
 func newFront(h http.Handler, log *slog.Logger, readTimeout time.Duration) *front {
@@ -166,7 +167,7 @@ func (f *front) close() error {
 type frontConn struct {
 	f      *front
 	c      net.Conn
-	lim    headerLimit
+	lim    *headLimit // under br: bounds what a request's headers may take
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
@@ -182,8 +183,8 @@ type frontConn struct {
 
 func newFrontConn(f *front, c net.Conn) *frontConn {
 	fc := &frontConn{f: f, c: c, remote: c.RemoteAddr().String()}
-	fc.lim = headerLimit{r: c, n: -1}
-	fc.br = bufio.NewReader(&fc.lim)
+	fc.lim = &headLimit{r: c, remain: -1, err: errHeaderTooLarge}
+	fc.br = bufio.NewReader(fc.lim)
 	fc.bw = bufio.NewWriter(clientWriter{fc})
 	return fc
 }
@@ -205,27 +206,6 @@ func (w clientWriter) Write(p []byte) (int, error) {
 			fc.cancel()
 		}
 		fc.mu.Unlock()
-	}
-	return n, err
-}
-
-// headerLimit bounds what ReadRequest may read for one request's headers;
-// n < 0 is no bound.
-type headerLimit struct {
-	r io.Reader
-	n int64
-}
-
-func (l *headerLimit) Read(p []byte) (int, error) {
-	if l.n == 0 {
-		return 0, errHeaderTooLarge
-	}
-	if l.n > 0 && int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	if l.n > 0 {
-		l.n -= int64(n)
 	}
 	return n, err
 }
@@ -256,15 +236,15 @@ func (fc *frontConn) serve() {
 		fc.c.SetReadDeadline(time.Now().Add(wait))
 		// What the headers may take counts from here: the first byte's read
 		// may fill the buffer. The request line comes on top, as in net/http.
-		fc.lim.n = int64(fc.f.maxHeaderBytes) + 4096
+		fc.lim.remain = int64(fc.f.maxHeaderBytes) + 4096
 		if _, err := fc.br.Peek(1); err != nil {
 			return // idle too long, or the client left
 		}
 		start := time.Now()
 		fc.c.SetReadDeadline(start.Add(fc.f.readHeaderTimeout))
 		req, err := http.ReadRequest(fc.br)
-		over := fc.lim.n == 0
-		fc.lim.n = -1
+		over := fc.lim.remain == 0
+		fc.lim.remain = -1
 		if err != nil {
 			var ne net.Error
 			switch {

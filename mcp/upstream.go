@@ -61,15 +61,18 @@ const maxInterim = 5
 
 // newUpstreamConn wraps a connection for the transport.
 func newUpstreamConn(addr string, c net.Conn) *upstreamConn {
-	l := &headLimit{r: c, remain: -1}
+	l := &headLimit{r: c, remain: -1, err: errAnswerHead}
 	return &upstreamConn{addr: addr, conn: c, limit: l, br: bufio.NewReaderSize(l, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}
 }
 
-// headLimit is a reader that fails once more than remain bytes were read;
-// remain < 0 means no limit (while a body is read).
+// headLimit is a reader that fails with err once remain bytes were read;
+// remain < 0 means no limit (while a body is read). It bounds the head of
+// a message, read through a bufio.Reader above it: an upstream's answer
+// here, a caller's request in front.go.
 type headLimit struct {
 	r      io.Reader
 	remain int64
+	err    error
 }
 
 var errAnswerHead = fmt.Errorf("upstream answer head larger than %d bytes", maxAnswerHead)
@@ -79,7 +82,7 @@ func (l *headLimit) Read(p []byte) (int, error) {
 		return l.r.Read(p)
 	}
 	if l.remain == 0 {
-		return 0, errAnswerHead
+		return 0, l.err
 	}
 	if int64(len(p)) > l.remain {
 		p = p[:l.remain]
@@ -147,7 +150,7 @@ func (e nothingWritten) Unwrap() error { return e.error }
 func (t *upstreamTransport) send(ctx context.Context, uc *upstreamConn, req *http.Request) (*http.Response, error) {
 	// Cancelling the request's context unblocks any read or write on the
 	// connection; the connection is not reused after that.
-	stop := context.AfterFunc(ctx, func() { uc.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { uc.conn.SetDeadline(aLongTimeAgo) })
 	fail := func(err error) error {
 		stop()
 		uc.conn.Close()
