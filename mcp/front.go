@@ -201,13 +201,19 @@ func (w clientWriter) Write(p []byte) (int, error) {
 	n, err := fc.c.Write(p)
 	if err != nil {
 		fc.mu.Lock()
-		fc.gone = true
-		if fc.cancel != nil {
-			fc.cancel()
-		}
+		fc.leftLocked()
 		fc.mu.Unlock()
 	}
 	return n, err
+}
+
+// leftLocked records that the client is gone and cancels its request in
+// progress, if any; fc.mu is held.
+func (fc *frontConn) leftLocked() {
+	fc.gone = true
+	if fc.cancel != nil {
+		fc.cancel()
+	}
 }
 
 var errHeaderTooLarge = errors.New("request headers too large")
@@ -377,10 +383,7 @@ func (fc *frontConn) startWatch(want bool) {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		if err != nil && !fc.done {
-			fc.gone = true
-			if fc.cancel != nil {
-				fc.cancel()
-			}
+			fc.leftLocked()
 		}
 	}()
 }
