@@ -90,6 +90,19 @@ func BenchmarkToolsCall(b *testing.B) {
 // A bare TCP relay in the proxy's process is measured alongside: what any
 // extra process hop costs here before the proxy does any work.
 func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
+	sp := startSeparateProcesses(b)
+	sp.measure(b, other{"relay", relayTo(b, sp.upstream)})
+}
+
+// separateProcesses is the three-process layout: an upstream process, a
+// clients process, and the proxy (with the node's audit log) in this one.
+type separateProcesses struct {
+	upstream string // the upstream's endpoint
+	up, cl   *roleProcess
+	rig      *rig
+}
+
+func startSeparateProcesses(b *testing.B) *separateProcesses {
 	up := startRole(b, "upstream")
 	var first roleResult
 	if err := up.out.Decode(&first); err != nil || first.Upstream == "" {
@@ -98,8 +111,14 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 	cl := startRole(b, "clients")
 	r := newRigTo(b, first.Upstream)
 	r.sink = auditLog(b)
-	measure(b, first.Upstream, r.endpoint(), other{"relay", relayTo(b, first.Upstream)}, cl.run, func() time.Duration {
-		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
+	return &separateProcesses{upstream: first.Upstream, up: up, cl: cl, rig: r}
+}
+
+// measure runs measure with the clients process, counting the CPU of all
+// three processes.
+func (sp *separateProcesses) measure(b *testing.B, third other) {
+	measure(b, sp.upstream, sp.rig.endpoint(), third, sp.cl.run, func() time.Duration {
+		return processCPU(b, os.Getpid()) + processCPU(b, sp.up.pid) + processCPU(b, sp.cl.pid)
 	})
 }
 
@@ -110,25 +129,16 @@ func BenchmarkToolsCallSeparateProcesses(b *testing.B) {
 //
 //	go test -run=NONE -bench=FrontAgainstNetHTTP -benchtime=20000x ./mcp/
 func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
-	up := startRole(b, "upstream")
-	var first roleResult
-	if err := up.out.Decode(&first); err != nil || first.Upstream == "" {
-		b.Fatalf("upstream process did not start: %v %+v", err, first)
-	}
-	cl := startRole(b, "clients")
-	r := newRigTo(b, first.Upstream)
-	r.sink = auditLog(b)
+	sp := startSeparateProcesses(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: r.proxy.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: requestReadTimeout,
+	srv := &http.Server{Handler: sp.rig.proxy.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: requestReadTimeout,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go pprof.Do(context.Background(), pprof.Labels("role", "netmux"), func(context.Context) { srv.Serve(ln) })
 	b.Cleanup(func() { srv.Close() })
-	measure(b, first.Upstream, r.endpoint(), other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"}, cl.run, func() time.Duration {
-		return processCPU(b, os.Getpid()) + processCPU(b, up.pid) + processCPU(b, cl.pid)
-	})
+	sp.measure(b, other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"})
 }
 
 // other is a third path measure runs alongside direct and proxied calls,
@@ -165,8 +175,7 @@ func measure(b *testing.B, direct, proxied string, third other, run runner, cpu 
 	pct := func(l []time.Duration, p float64) float64 {
 		return float64(l[int(p*float64(len(l)-1))].Microseconds())
 	}
-	paths := []string{direct, proxied}
-	paths = append(paths, third.endpoint)
+	paths := []string{direct, proxied, third.endpoint}
 	for _, ep := range paths {
 		must(run(ep, 4, 400)) // warm up connections and code paths
 	}
