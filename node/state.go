@@ -62,41 +62,55 @@ func (s stateDir) ensure() error {
 	return nil
 }
 
-// wireGuardKey loads the node's WireGuard private key, creating it once.
-func (s stateDir) wireGuardKey() (tunnel.Key, error) {
-	var k tunnel.Key
-	b, err := os.ReadFile(s.path(fileWireGuardKey))
+// loadOrCreate reads the secret in the state file name with parse or, when
+// there is none yet, makes one with create and writes its encoding there
+// (0600, atomically), so that a node keeps its keys across restarts.
+func loadOrCreate[T any](s stateDir, name string, parse func([]byte) (T, error), create func() (T, []byte, error)) (T, error) {
+	var zero T
+	b, err := os.ReadFile(s.path(name))
 	if err == nil {
-		return tunnel.ParseKey(strings.TrimSpace(string(b)))
+		return parse(b)
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return k, fmt.Errorf("node: %w", err)
+		return zero, fmt.Errorf("node: %w", err)
 	}
-	if _, err := rand.Read(k[:]); err != nil {
-		return k, fmt.Errorf("node: generate WireGuard key: %w", err)
+	k, enc, err := create()
+	if err != nil {
+		return zero, err
 	}
-	// Clamp as Curve25519 requires (wg genkey does the same).
-	k[0] &= 248
-	k[31] = (k[31] & 127) | 64
-	if err := identity.WriteFileAtomic(s.path(fileWireGuardKey), []byte(k.String()+"\n"), 0o600); err != nil {
-		return k, err
+	if err := identity.WriteFileAtomic(s.path(name), enc, 0o600); err != nil {
+		return zero, err
 	}
 	return k, nil
+}
+
+// wireGuardKey loads the node's WireGuard private key, creating it once.
+func (s stateDir) wireGuardKey() (tunnel.Key, error) {
+	return loadOrCreate(s, fileWireGuardKey, func(b []byte) (tunnel.Key, error) {
+		return tunnel.ParseKey(strings.TrimSpace(string(b)))
+	}, func() (tunnel.Key, []byte, error) {
+		var k tunnel.Key
+		if _, err := rand.Read(k[:]); err != nil {
+			return k, nil, fmt.Errorf("node: generate WireGuard key: %w", err)
+		}
+		// Clamp as Curve25519 requires (wg genkey does the same).
+		k[0] &= 248
+		k[31] = (k[31] & 127) | 64
+		return k, []byte(k.String() + "\n"), nil
+	})
 }
 
 // digestKey loads the key of the node's audit argument digests, creating
 // it once: the same arguments keep the same digest across restarts.
 func (s stateDir) digestKey() ([]byte, error) {
-	k, err := ReadDigestKey(s.path(DigestKeyFile))
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return k, err
-	}
-	k = make([]byte, 32)
-	rand.Read(k) // never fails (crypto/rand)
-	if err := identity.WriteFileAtomic(s.path(DigestKeyFile), []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	return k, nil
+	path := s.path(DigestKeyFile)
+	return loadOrCreate(s, DigestKeyFile, func(b []byte) ([]byte, error) {
+		return parseDigestKey(path, b)
+	}, func() ([]byte, []byte, error) {
+		k := make([]byte, 32)
+		rand.Read(k) // never fails (crypto/rand)
+		return k, []byte(hex.EncodeToString(k) + "\n"), nil
+	})
 }
 
 // ReadDigestKey reads a node's audit digest key file (DigestKeyFile in its
@@ -106,6 +120,10 @@ func ReadDigestKey(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: audit digest key: %w", err)
 	}
+	return parseDigestKey(path, b)
+}
+
+func parseDigestKey(path string, b []byte) ([]byte, error) {
 	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
 	if err != nil || len(k) != 32 {
 		return nil, fmt.Errorf("node: audit digest key %s: not 64 hex digits", path)
@@ -126,25 +144,14 @@ func publicKey(priv tunnel.Key) (tunnel.Key, error) {
 
 // identityKey loads the key the node's SVIDs are issued for, creating it once.
 func (s stateDir) identityKey() (crypto.Signer, error) {
-	b, err := os.ReadFile(s.path(fileIdentityKey))
-	if err == nil {
-		return identity.ParseKeyPEM(b)
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	k, err := identity.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	pemKey, err := identity.EncodeKeyPEM(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := identity.WriteFileAtomic(s.path(fileIdentityKey), pemKey, 0o600); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return loadOrCreate(s, fileIdentityKey, identity.ParseKeyPEM, func() (crypto.Signer, []byte, error) {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		pemKey, err := identity.EncodeKeyPEM(k)
+		return k, pemKey, err
+	})
 }
 
 // enrolled returns the enrollment record, or nil when the node never enrolled.
