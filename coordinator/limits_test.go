@@ -14,7 +14,6 @@ import (
 	"net/http/httptrace"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/coordinator/adminclient"
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/identity"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
 // served is a coordinator with a config of the test's choosing, served
@@ -32,7 +32,7 @@ type served struct {
 	url   string
 	cred  *identity.Credential
 	admin *adminclient.Client
-	logs  *syncBuffer
+	logs  *meshtest.SyncBuffer
 }
 
 func serveCoordinator(t *testing.T, cfg coordinator.Config) *served {
@@ -41,7 +41,7 @@ func serveCoordinator(t *testing.T, cfg coordinator.Config) *served {
 	if err := coordinator.Init(dir, "test.mcpmesh", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &meshtest.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	srv, err := coordinator.Open(context.Background(), dir, cfg)
 	if err != nil {
@@ -71,24 +71,6 @@ func serveCoordinator(t *testing.T, cfg coordinator.Config) *served {
 	}
 	t.Cleanup(s.admin.Close)
 	return s
-}
-
-// syncBuffer collects log lines from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // dialAttacker opens a TLS connection the way anyone on the network can:

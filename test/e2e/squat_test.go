@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +74,7 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	upstream.Close()
 	script := fmt.Sprintf(`require("http").createServer((q, s) => { console.log("GOT " + q.method + " " + q.url); s.end("{}"); }).listen(%d, "127.0.0.1", () => console.log("listening"));`, port)
 	squatter := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nodejs, "-e", script)
-	out := &lockedBuffer{}
+	out := &meshtest.SyncBuffer{}
 	squatter.Stdout, squatter.Stderr = out, out
 	if err := squatter.Start(); err != nil {
 		t.Fatal(err)
@@ -116,22 +115,4 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	if err := call(); err != nil {
 		t.Fatalf("after the real server came back: %v", err)
 	}
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
