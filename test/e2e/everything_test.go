@@ -109,16 +109,7 @@ func TestServerEverythingFromNPMThroughTheMesh(t *testing.T) {
 			if _, err := srv.Serve(context.Background(), req); err != nil {
 				t.Fatal(err)
 			}
-			agent := m.AddNode("agent")
-			applyPolicy(t, m, everythingPolicy)
-			m.WaitPeers(agent, "tools-server")
-			m.WaitCatalog(agent, "everything")
-			waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
-
-			s, err := meshClient(t, agent, "everything")
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, s := grantedClient(t, m, srv, "agent", everythingPolicy, "everything")
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			tools, err := s.ListTools(ctx, nil)

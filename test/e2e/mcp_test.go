@@ -82,6 +82,23 @@ func meshClient(t *testing.T, n *node.Node, name string) (*sdk.ClientSession, er
 	return s, err
 }
 
+// grantedClient adds the caller node, applies policy, waits until the
+// caller sees srv and service and srv holds the rules, and connects the
+// SDK client from the caller to service.
+func grantedClient(t *testing.T, m *meshtest.Mesh, srv *nodeT, caller, policy, service string) (*nodeT, *sdk.ClientSession) {
+	t.Helper()
+	n := m.AddNode(caller)
+	applyPolicy(t, m, policy)
+	m.WaitPeers(n, srv.Name())
+	m.WaitCatalog(n, service)
+	waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
+	s, err := meshClient(t, n, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, s
+}
+
 func serveEHR(t *testing.T, m *meshtest.Mesh) (*ehrUpstream, *nodeT) {
 	t.Helper()
 	up := startEHR(t)
@@ -95,16 +112,7 @@ func serveEHR(t *testing.T, m *meshtest.Mesh) (*ehrUpstream, *nodeT) {
 func TestMeshOnlyServiceEnforcesToolLevelPolicy(t *testing.T) {
 	m := meshtest.New(t, meshtest.Options{})
 	up, srv := serveEHR(t, m)
-	laptop := m.AddNode("ward-laptop")
-	applyPolicy(t, m, ehrPolicy)
-	m.WaitPeers(laptop, "ehr-server")
-	m.WaitCatalog(laptop, "ehr")
-	waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
-
-	s, err := meshClient(t, laptop, "ehr")
-	if err != nil {
-		t.Fatal(err)
-	}
+	laptop, s := grantedClient(t, m, srv, "ward-laptop", ehrPolicy, "ehr")
 	ctx := context.Background()
 	tools, err := s.ListTools(ctx, nil)
 	if err != nil {

@@ -48,15 +48,7 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	if _, err := ehr.Serve(context.Background(), localapi.ServeRequest{Name: "ehr", Upstream: "http://" + addr + "/mcp"}); err != nil {
 		t.Fatal(err)
 	}
-	laptop := m.AddNode("ward-laptop")
-	applyPolicy(t, m, ehrPolicy)
-	m.WaitPeers(laptop, "ehr-server")
-	m.WaitCatalog(laptop, "ehr")
-	waitFor(t, "the server's rules", func() bool { p, _ := ehr.Policy(); return p != nil })
-	s, err := meshClient(t, laptop, "ehr")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := grantedClient(t, m, ehr, "ward-laptop", ehrPolicy, "ehr")
 	call := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
