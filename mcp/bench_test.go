@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -78,7 +79,7 @@ func BenchmarkToolsCall(b *testing.B) {
 	r.sink = auditLog(b)
 	ss := newSessionPool(httpFrom(b, "127.0.0.2"))
 	b.Cleanup(ss.close)
-	measure(b, r.up.url, r.endpoint(), other{"relay", relayTo(b, r.up.url)}, ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
+	measure(b, r.up.url, r.endpoint(), []other{{"relay", relayTo(b, r.up.url)}}, ss.run, func() time.Duration { return processCPU(b, os.Getpid()) })
 }
 
 // BenchmarkToolsCallSeparateProcesses is BenchmarkToolsCall deployed as in
@@ -116,16 +117,18 @@ func startSeparateProcesses(b *testing.B) *separateProcesses {
 
 // measure runs measure with the clients process, counting the CPU of all
 // three processes.
-func (sp *separateProcesses) measure(b *testing.B, third other) {
-	measure(b, sp.upstream, sp.rig.endpoint(), third, sp.cl.run, func() time.Duration {
+func (sp *separateProcesses) measure(b *testing.B, others ...other) {
+	measure(b, sp.upstream, sp.rig.endpoint(), others, sp.cl.run, func() time.Duration {
 		return processCPU(b, os.Getpid()) + processCPU(b, sp.up.pid) + processCPU(b, sp.cl.pid)
 	})
 }
 
 // BenchmarkFrontAgainstNetHTTP is BenchmarkToolsCallSeparateProcesses with
-// the same proxy served by net/http's Server in the third path instead of
-// a bare relay: the measure of why the proxy has an HTTP/1.1 front of its
-// own (front.go). Its figures are named netmux (net/http's server).
+// two other paths in the same rounds instead of a bare relay: the same
+// proxy served by net/http's Server (figures named netmux), the measure of
+// why the proxy has an HTTP/1.1 front of its own (front.go); and an HTTP
+// hop on that front that does no MCP work (httphop, see httpHopTo), the
+// measure of what the MCP work itself adds.
 //
 //	go test -run=NONE -bench=FrontAgainstNetHTTP -benchtime=20000x ./mcp/
 func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
@@ -138,7 +141,72 @@ func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go pprof.Do(context.Background(), pprof.Labels("role", "netmux"), func(context.Context) { srv.Serve(ln) })
 	b.Cleanup(func() { srv.Close() })
-	sp.measure(b, other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"})
+	sp.measure(b, other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"}, other{"httphop", httpHopTo(b, sp.upstream)})
+}
+
+// httpHopTo is the MCP endpoint at upstream reached through an HTTP hop in
+// this process that does none of the proxy's MCP work: the proxy's own
+// front and upstream transport, forwarding each request with its MCP
+// headers and relaying the answer unread. Between the bare relay and the
+// proxy, it splits what the proxy adds into the HTTP hop and the MCP work
+// (strict parse, decision, audit, re-encoding, filtering).
+func httpHopTo(b *testing.B, upstream string) string {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt := newUpstreamTransport()
+	b.Cleanup(rt.Close)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req := &http.Request{Method: r.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: make(http.Header, 8), Host: u.Host, ContentLength: int64(len(body))}
+		if len(body) > 0 {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		copyHeaders(req.Header, r.Header, "Content-Type", "Accept", hdrSession, hdrVersion, "Last-Event-Id")
+		resp, err := rt.RoundTrip(req.WithContext(r.Context()))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			if !hopHeaders[k] {
+				w.Header()[k] = vs
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		// Flushed as it comes: an answer may be an event stream.
+		rc := http.NewResponseController(w)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if resp.ContentLength < 0 {
+					rc.Flush()
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFront(h, slog.New(slog.DiscardHandler), requestReadTimeout)
+	go pprof.Do(context.Background(), pprof.Labels("role", "httphop"), func(context.Context) { f.serve(ln) })
+	b.Cleanup(func() { f.close() })
+	return "http://" + ln.Addr().String() + u.Path
 }
 
 // other is a third path measure runs alongside direct and proxied calls,
@@ -163,9 +231,9 @@ func auditLog(b *testing.B) func([]api.AuditEvent) (func() error, error) {
 }
 
 // measure runs the serial and loaded comparisons of the proxy against
-// direct calls and reports them, and calls on a third path alongside (a
-// bare TCP relay to the upstream: the floor that any extra hop costs).
-func measure(b *testing.B, direct, proxied string, third other, run runner, cpu cpuClock) {
+// direct calls and reports them, and calls on other paths alongside (such
+// as a bare TCP relay to the upstream: the floor that any extra hop costs).
+func measure(b *testing.B, direct, proxied string, others []other, run runner, cpu cpuClock) {
 	must := func(l []time.Duration, e time.Duration, err error) ([]time.Duration, time.Duration) {
 		if err != nil {
 			b.Fatal(err)
@@ -175,7 +243,10 @@ func measure(b *testing.B, direct, proxied string, third other, run runner, cpu 
 	pct := func(l []time.Duration, p float64) float64 {
 		return float64(l[int(p*float64(len(l)-1))].Microseconds())
 	}
-	paths := []string{direct, proxied, third.endpoint}
+	paths := []string{direct, proxied}
+	for _, o := range others {
+		paths = append(paths, o.endpoint)
+	}
 	for _, ep := range paths {
 		must(run(ep, 4, 400)) // warm up connections and code paths
 	}
@@ -230,10 +301,13 @@ func measure(b *testing.B, direct, proxied string, third other, run runner, cpu 
 	b.ReportMetric(rate(1)/rate(0), "throughput-ratio")
 	b.ReportMetric(perCall(0), "direct-cpu-µs/call")
 	b.ReportMetric(perCall(1), "proxy-cpu-µs/call")
-	b.ReportMetric(pct(one[2], .50)-pct(d1, .50), "serial-"+third.name+"-added-p50-µs")
-	b.ReportMetric(rate(2), third.name+"-calls/s")
-	b.ReportMetric(rate(2)/rate(0), third.name+"-ratio")
-	b.ReportMetric(perCall(2), third.name+"-cpu-µs/call")
+	for k, o := range others {
+		i := 2 + k
+		b.ReportMetric(pct(one[i], .50)-pct(d1, .50), "serial-"+o.name+"-added-p50-µs")
+		b.ReportMetric(rate(i), o.name+"-calls/s")
+		b.ReportMetric(rate(i)/rate(0), o.name+"-ratio")
+		b.ReportMetric(perCall(i), o.name+"-cpu-µs/call")
+	}
 	b.ReportMetric(0, "ns/op") // per-op time is meaningless here
 }
 

@@ -119,16 +119,19 @@ if ! skipped proxy; then
 			done
 		done
 		echo
-		echo "The proxy's HTTP/1.1 front against net/http's Server in front of the same"
-		echo "proxy, three processes, in the same rotating rounds"
+		echo "What the proxy's layers cost, three processes, in the same rotating rounds"
 		echo "(\`go test ./mcp -run '^\$' -bench FrontAgainstNetHTTP -benchtime 20000x\`, one run):"
+		echo "the proxy on its own HTTP/1.1 front; the same proxy behind net/http's Server;"
+		echo "and an HTTP hop on the proxy's front and upstream transport that does no MCP"
+		echo "work at all (no parse, decision, audit or filtering: the request forwarded"
+		echo "with its MCP headers, the answer relayed unread)."
 		echo
-		echo "| measure | front | net/http |"
-		echo "|---|---:|---:|"
+		echo "| measure | proxy (front) | proxy (net/http) | HTTP hop, no MCP work |"
+		echo "|---|---:|---:|---:|"
 		f="$tmp/front.txt" n=BenchmarkFrontAgainstNetHTTP
-		echo "| serial, added at p50 (µs) | $(fmt0 "$(metric "$f" $n serial-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-netmux-added-p50-µs)") |"
-		echo "| 64 sessions, CPU per call (µs; direct $(fmt0 "$(metric "$f" $n direct-cpu-µs/call)")) | $(fmt0 "$(metric "$f" $n proxy-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n netmux-cpu-µs/call)") |"
-		echo "| throughput ratio | $(fmt2 "$(metric "$f" $n throughput-ratio)") | $(fmt2 "$(metric "$f" $n netmux-ratio)") |"
+		echo "| serial, added at p50 (µs) | $(fmt0 "$(metric "$f" $n serial-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-netmux-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-httphop-added-p50-µs)") |"
+		echo "| 64 sessions, CPU per call (µs; direct $(fmt0 "$(metric "$f" $n direct-cpu-µs/call)")) | $(fmt0 "$(metric "$f" $n proxy-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n netmux-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n httphop-cpu-µs/call)") |"
+		echo "| throughput ratio | $(fmt2 "$(metric "$f" $n throughput-ratio)") | $(fmt2 "$(metric "$f" $n netmux-ratio)") | $(fmt2 "$(metric "$f" $n httphop-ratio)") |"
 		echo
 	} >"$tmp/proxy.md"
 fi
