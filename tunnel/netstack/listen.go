@@ -2,13 +2,38 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
+
+// Keepalive is the TCP keep-alive of accepted connections: probes after
+// Idle without traffic, every Interval, and the connection fails after
+// Count unanswered. The kernel gives Go's own listeners the same (15 s,
+// 15 s, and Linux's 9 probes), so a mesh service notices a caller that
+// vanished without a word (a laptop put to sleep, a node revoked or gone
+// off the network) in about 2.5 min in userspace mode as in TUN mode. Without
+// it, gVisor never probes, and a quiet stream of such a caller (an MCP
+// session's event stream) would hold its session and its slot for good.
+type Keepalive struct {
+	Idle, Interval time.Duration
+	Count          int
+}
+
+// DefaultKeepalive is the keep-alive of accepted connections unless
+// WithKeepalive says otherwise.
+func DefaultKeepalive() Keepalive {
+	return Keepalive{Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+}
 
 // ListenTCP listens on port of every mesh address of this node and returns
 // one listener that accepts from all of them. Only the netstack holds these
@@ -28,7 +53,7 @@ func (t *Tunnel) ListenTCP(port uint16) (net.Listener, error) {
 	}
 	for _, a := range t.addrs {
 		fa, proto := fullAddr(netip.AddrPortFrom(a, port))
-		gl, err := gonet.ListenTCP(t.stack, fa, proto)
+		gl, err := listenTCP(t.stack, fa, proto, t.keepalive)
 		if err != nil {
 			l.closeListeners()
 			return nil, fmt.Errorf("netstack: listen tcp %s: %w", netip.AddrPortFrom(a, port), err)
@@ -82,17 +107,17 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 // and waits for them.
 type listener struct {
 	t     *Tunnel
-	ls    []*gonet.TCPListener
+	ls    []*tcpListener
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
 }
 
-func (l *listener) acceptLoop(gl *gonet.TCPListener) {
+func (l *listener) acceptLoop(gl *tcpListener) {
 	defer l.wg.Done()
 	for {
-		c, err := gl.Accept()
+		c, err := gl.accept()
 		if err != nil {
 			select {
 			case <-l.done:
@@ -144,8 +169,7 @@ func (l *listener) close() {
 
 func (l *listener) closeListeners() {
 	for _, gl := range l.ls {
-		gl.Shutdown() // wakes a blocked Accept
-		gl.Close()
+		gl.close() // wakes a blocked accept
 	}
 }
 
@@ -153,3 +177,100 @@ func (l *listener) closeListeners() {
 func (l *listener) Addr() net.Addr {
 	return l.ls[0].Addr()
 }
+
+// tcpListener is a listening gVisor endpoint, as gonet.TCPListener but
+// for the keep-alive it turns on for each connection it accepts, which
+// gVisor does not pass on from a listener and gonet gives no way to set.
+type tcpListener struct {
+	ep        tcpip.Endpoint
+	wq        waiter.Queue
+	addr      net.Addr
+	keepalive Keepalive
+	cancel    chan struct{}
+	once      sync.Once
+}
+
+// listenBacklog is the accept queue's length, Linux's usual somaxconn.
+const listenBacklog = 4096
+
+func listenTCP(s *stack.Stack, fa tcpip.FullAddress, proto tcpip.NetworkProtocolNumber, ka Keepalive) (*tcpListener, error) {
+	l := &tcpListener{keepalive: ka, cancel: make(chan struct{})}
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, proto, &l.wq)
+	if terr != nil {
+		return nil, errors.New(terr.String())
+	}
+	if terr := ep.Bind(fa); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("bind: %s", terr)
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("listen: %s", terr)
+	}
+	bound, terr := ep.GetLocalAddress()
+	if terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("local address: %s", terr)
+	}
+	l.ep = ep
+	l.addr = &net.TCPAddr{IP: net.IP(bound.Addr.AsSlice()), Port: int(bound.Port)}
+	return l, nil
+}
+
+// accept waits for the next connection, until close.
+func (l *tcpListener) accept() (net.Conn, error) {
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		n, wq, terr := l.ep.Accept(nil)
+		if _, wait := terr.(*tcpip.ErrWouldBlock); wait {
+			select {
+			case <-ready:
+				continue
+			case <-l.cancel:
+				return nil, net.ErrClosed
+			}
+		}
+		if terr != nil {
+			return nil, errors.New(terr.String())
+		}
+		if err := setKeepalive(n, l.keepalive); err != nil {
+			n.Close()
+			return nil, err
+		}
+		return gonet.NewTCPConn(wq, n), nil
+	}
+}
+
+// setKeepalive sets the probes' timing first: turning keep-alive on arms
+// its timer with the idle time the endpoint has then.
+func setKeepalive(ep tcpip.Endpoint, ka Keepalive) error {
+	if ka.Idle <= 0 {
+		return nil
+	}
+	idle, every := tcpip.KeepaliveIdleOption(ka.Idle), tcpip.KeepaliveIntervalOption(ka.Interval)
+	if terr := ep.SetSockOpt(&idle); terr != nil {
+		return fmt.Errorf("keep-alive idle: %s", terr)
+	}
+	if terr := ep.SetSockOpt(&every); terr != nil {
+		return fmt.Errorf("keep-alive interval: %s", terr)
+	}
+	if terr := ep.SetSockOptInt(tcpip.KeepaliveCountOption, ka.Count); terr != nil {
+		return fmt.Errorf("keep-alive count: %s", terr)
+	}
+	ep.SocketOptions().SetKeepAlive(true)
+	return nil
+}
+
+// close stops accepting and releases the endpoint; connections accepted
+// before stay open.
+func (l *tcpListener) close() {
+	l.once.Do(func() {
+		close(l.cancel)
+		l.ep.Close()
+	})
+}
+
+// Addr is the address the listener is bound to.
+func (l *tcpListener) Addr() net.Addr { return l.addr }

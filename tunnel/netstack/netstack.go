@@ -41,6 +41,7 @@ type Tunnel struct {
 	dev        *device.Device
 	stack      *stack.Stack
 	log        *slog.Logger
+	keepalive  Keepalive
 	// peers owns the device's peer configuration and the WhoIs table.
 	peers *wgconfig.Peers
 
@@ -59,8 +60,9 @@ type Option interface {
 }
 
 type options struct {
-	log  *slog.Logger
-	bind conn.Bind
+	log       *slog.Logger
+	bind      conn.Bind
+	keepalive *Keepalive
 }
 
 type optionFunc func(*options)
@@ -78,6 +80,13 @@ func WithLogger(l *slog.Logger) Option {
 // tunnels over an in-memory network or a bind that drops packets.
 func WithBind(b conn.Bind) Option {
 	return optionFunc(func(o *options) { o.bind = b })
+}
+
+// WithKeepalive replaces DefaultKeepalive for the connections that the
+// tunnel's listeners accept (tests use seconds); an Idle of zero turns
+// keep-alive off.
+func WithKeepalive(ka Keepalive) Option {
+	return optionFunc(func(o *options) { o.keepalive = &ka })
 }
 
 // New brings a tunnel up: it creates the netstack NIC with cfg.Addresses,
@@ -121,9 +130,13 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tunnel{
-		addrs: addrs,
-		stack: s,
-		log:   log,
+		addrs:     addrs,
+		stack:     s,
+		log:       log,
+		keepalive: DefaultKeepalive(),
+	}
+	if o.keepalive != nil {
+		t.keepalive = *o.keepalive
 	}
 	// NewDevice owns the link from here on: dev.Close closes it, and
 	// closeDevice the stack after it.
