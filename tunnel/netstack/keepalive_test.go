@@ -91,3 +91,37 @@ func TestAcceptedConnectionOfAVanishedPeerFails(t *testing.T) {
 	withoutKA.Close() // ends its read
 	<-noKADone
 }
+
+// The caller's side of the same: a service's node that vanishes does not
+// leave the caller waiting on the connection for good.
+func TestDialedConnectionToAVanishedPeerFails(t *testing.T) {
+	checkGoroutineLeaks(t)
+	ka := Keepalive{Idle: 500 * time.Millisecond, Interval: 250 * time.Millisecond, Count: 2}
+	a := newNode(t, 1, WithKeepalive(ka))
+	b := newNode(t, 2)
+	connectPair(t, a, b)
+	l, err := b.ListenTCP(80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	serveEcho(t, l)
+	cc := dial(t, a, "tcp", netip.AddrPortFrom(b.v4, 80))
+	roundTrip(t, cc, "before")
+	cc.SetDeadline(time.Time{})
+
+	mustSetPeers(t, a) // b goes away in silence
+	done := make(chan error, 1)
+	go func() {
+		_, err := cc.Read(make([]byte, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("read on the vanished peer's connection returned data")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection to a vanished peer still blocks a read after 10 s (probes every 250 ms, 2 allowed)")
+	}
+}

@@ -95,11 +95,49 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 		return nil, fmt.Errorf("netstack: dial %s %s: %w", network, addr, net.UnknownNetworkError(network))
 	}
 	fa, proto := fullAddr(ap)
-	c, err := gonet.DialContextTCP(ctx, t.stack, fa, proto)
+	c, err := dialTCP(ctx, t.stack, fa, proto, t.keepalive)
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %s %s: %w", network, addr, err)
 	}
 	return c, nil
+}
+
+// dialTCP connects as gonet.DialContextTCP does, with keep-alive on (see
+// Keepalive), so that a caller also notices a service's node that
+// vanished, rather than wait on its answer or event stream for good.
+func dialTCP(ctx context.Context, s *stack.Stack, fa tcpip.FullAddress, proto tcpip.NetworkProtocolNumber, ka Keepalive) (net.Conn, error) {
+	var wq waiter.Queue
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, errors.New(terr.String())
+	}
+	if err := setKeepalive(ep, ka); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	// Registered before Connect, whose completion it reports.
+	entry, done := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	if err := ctx.Err(); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	terr = ep.Connect(fa)
+	if _, started := terr.(*tcpip.ErrConnectStarted); started {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-done:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, errors.New(terr.String())
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
 }
 
 // listener merges the per-address gVisor listeners of one port. One
@@ -181,6 +219,8 @@ func (l *listener) Addr() net.Addr {
 // tcpListener is a listening gVisor endpoint, as gonet.TCPListener but
 // for the keep-alive it turns on for each connection it accepts, which
 // gVisor does not pass on from a listener and gonet gives no way to set.
+// (Keep-alive is set on the endpoint before it connects or is accepted
+// from, so no probe timing is ever the default two hours.)
 type tcpListener struct {
 	ep        tcpip.Endpoint
 	wq        waiter.Queue
