@@ -67,6 +67,12 @@ type Config struct {
 	NetmapTTL time.Duration
 	// Store replaces the embedded SQLite store (for PostgreSQL later).
 	Store store.Store
+	// AuditRetention is how long the audit trail keeps an event, counted
+	// from the event's time; older events are deleted while Serve runs.
+	// Zero keeps every event: how long a trail must be kept is a matter
+	// of law and of each organisation (years, for some), so nothing is
+	// deleted unless an admin says so.
+	AuditRetention time.Duration
 
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of a
 	// request's headers (default DefaultReadHeaderTimeout).
@@ -125,6 +131,8 @@ type Server struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	streams   sync.WaitGroup
+
+	auditRetention time.Duration
 }
 
 // Open loads a data directory written by Init and its store.
@@ -144,6 +152,8 @@ func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
 		store:     cfg.Store,
 		closing:   make(chan struct{}),
 
+		auditRetention: cfg.AuditRetention,
+
 		readHeaderTimeout: orDefault(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 		bodyReadTimeout:   orDefault(cfg.BodyReadTimeout, DefaultBodyReadTimeout),
 		idleTimeout:       orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
@@ -155,8 +165,8 @@ func Open(ctx context.Context, dir string, cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if cfg.SVIDTTL < 0 || cfg.NetmapTTL < 0 {
-		return nil, fmt.Errorf("coordinator: negative lifetime (SVID %s, netmap %s)", cfg.SVIDTTL, cfg.NetmapTTL)
+	if cfg.SVIDTTL < 0 || cfg.NetmapTTL < 0 || cfg.AuditRetention < 0 {
+		return nil, fmt.Errorf("coordinator: negative lifetime (SVID %s, netmap %s, audit retention %s)", cfg.SVIDTTL, cfg.NetmapTTL, cfg.AuditRetention)
 	}
 	if cfg.ReadHeaderTimeout < 0 || cfg.BodyReadTimeout < 0 || cfg.IdleTimeout < 0 || cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("coordinator: negative limit (read header %s, body read %s, idle %s, connections %d)",
@@ -296,6 +306,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(netutil.LimitListener(ln, s.maxConns), hs.TLSConfig)) }()
+	if s.auditRetention > 0 {
+		// Waited for by Close before the store closes; registered under
+		// the lock that shutdownStreams takes before it waits.
+		s.mu.Lock()
+		if !s.mu.shuttingDown {
+			s.streams.Add(1)
+			go func() {
+				defer s.streams.Done()
+				s.pruneAudit(ctx)
+			}()
+		}
+		s.mu.Unlock()
+	}
 	select {
 	case <-ctx.Done():
 	case <-s.closing:
@@ -310,6 +333,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	<-errc
 	return nil
+}
+
+// pruneAudit deletes audit events older than the retention now and then
+// (every 1/24 of it, at most hourly), until Serve ends.
+func (s *Server) pruneAudit(ctx context.Context) {
+	every := min(max(s.auditRetention/24, 100*time.Millisecond), time.Hour)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		before := s.now().Add(-s.auditRetention)
+		n, err := s.store.PruneAudit(ctx, before)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("audit retention: deleting old events failed", "err", err)
+		case n > 0:
+			s.log.Info("audit retention: old events deleted", "events", n, "before", before)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		case <-s.closing:
+			return
+		}
+	}
 }
 
 func (s *Server) shutdownStreams() {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator"
@@ -54,11 +56,16 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	svidTTL := fs.Duration("svid-ttl", coordinator.DefaultSVIDTTL, "lifetime of node SVIDs; nodes renew at half-life")
 	netmapTTL := fs.Duration("netmap-ttl", coordinator.DefaultNetmapTTL, "how long a node that cannot reach the coordinator keeps its peers and policy")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var retention days
+	fs.Var(&retention, "audit-retention", "delete audit events older than `age`, e.g. 400d or 9600h (default: keep every event)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *data == "" {
 		return usageError{"--data is required"}
+	}
+	if retention != 0 && time.Duration(retention) < 24*time.Hour {
+		return usageError{fmt.Sprintf("--audit-retention %s is too short: at least 1d, so that a trail is never emptied by a slip of the keyboard", time.Duration(retention))}
 	}
 	if *svidTTL < time.Minute {
 		return usageError{fmt.Sprintf("--svid-ttl %s is too short: at least 1m, since nodes renew at half-life", *svidTTL)}
@@ -70,7 +77,7 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL, NetmapTTL: *netmapTTL})
+	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL, NetmapTTL: *netmapTTL, AuditRetention: time.Duration(retention)})
 	if err != nil {
 		return err
 	}
@@ -113,4 +120,35 @@ func parseLevel(level string) (slog.Level, error) {
 		return 0, usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
 	}
 	return l, nil
+}
+
+// days is a duration flag that also takes whole days ("400d"), the unit a
+// retention is written in.
+type days time.Duration
+
+func (d *days) String() string {
+	if d == nil || *d == 0 {
+		return ""
+	}
+	if v := time.Duration(*d); v%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", v/(24*time.Hour))
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *days) Set(s string) error {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseUint(n, 10, 32)
+		if err != nil || v > 100*365 {
+			return fmt.Errorf("%q: want whole days, such as 400d, up to 36500d", s)
+		}
+		*d = days(time.Duration(v) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q: want a duration such as 400d or 9600h", s)
+	}
+	*d = days(v)
+	return nil
 }

@@ -69,3 +69,28 @@ func (s *SQLite) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent,
 	}
 	return out, rows.Err()
 }
+
+// pruneBatch is how many events one transaction of PruneAudit deletes, so
+// that nodes shipping events wait for a short transaction at most.
+const pruneBatch = 10_000
+
+// PruneAudit implements Store, in short transactions. The file keeps its
+// size: the pages freed are reused by the events that come next.
+func (s *SQLite) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM audit WHERE rowid IN
+			(SELECT rowid FROM audit WHERE time < ? LIMIT ?)`, before.UnixNano(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("store: prune audit: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("store: prune audit: %w", err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}

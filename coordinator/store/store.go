@@ -177,6 +177,11 @@ type Store interface {
 	AppendAudit(ctx context.Context, node string, evs []api.AuditEvent) (uint64, error)
 	// Audit returns the newest events matching q, newest first.
 	Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error)
+	// PruneAudit deletes the events whose time is before before and
+	// returns how many it deleted. The highest sequence stored for a node
+	// (AppendAudit's answer) may fall with them, which a node takes in its
+	// stride: it only ever acts on a sequence higher than its last ack.
+	PruneAudit(ctx context.Context, before time.Time) (int64, error)
 	// SetExposure replaces a node's exposure report.
 	SetExposure(ctx context.Context, r api.ExposureReport) error
 	// Exposure returns every node's latest exposure report, by node name.

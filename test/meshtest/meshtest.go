@@ -30,6 +30,8 @@ type Options struct {
 	NetmapTTL time.Duration
 	// Logger; nil logs to the test at level Warn and above when -v is off.
 	Logger *slog.Logger
+	// AuditRetention is the coordinator's (zero keeps every event).
+	AuditRetention time.Duration
 }
 
 // Mesh is a coordinator and its nodes.
@@ -87,7 +89,8 @@ func (m *Mesh) DataDir() string { return filepath.Join(m.dir, "coord") }
 
 func (m *Mesh) startCoordinator(ln net.Listener) {
 	m.t.Helper()
-	srv, err := coordinator.Open(context.Background(), m.DataDir(), coordinator.Config{Logger: m.log.With("c", "coordinator"), SVIDTTL: m.opts.SVIDTTL, NetmapTTL: m.opts.NetmapTTL})
+	srv, err := coordinator.Open(context.Background(), m.DataDir(), coordinator.Config{Logger: m.log.With("c", "coordinator"), SVIDTTL: m.opts.SVIDTTL, NetmapTTL: m.opts.NetmapTTL,
+		AuditRetention: m.opts.AuditRetention})
 	if err != nil {
 		ln.Close()
 		m.t.Fatal(err)

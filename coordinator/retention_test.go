@@ -1,0 +1,67 @@
+package coordinator_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/test/meshtest"
+)
+
+// With a retention, the coordinator's audit trail loses the events older
+// than it while the recent ones stay, and a node's shipping goes on; with
+// none (the default), nothing is ever deleted.
+func TestAuditRetentionDeletesOnlyOldEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		wantOld   bool
+	}{
+		{"retention 3s", 3 * time.Second, false},
+		{"no retention", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := meshtest.New(t, meshtest.Options{AuditRetention: tc.retention})
+			l := newLights(t, m.URL, m.Admin)
+			n := l.start("server")
+			now := time.Now()
+			ev := func(seq uint64, at time.Time, tool string) api.AuditEvent {
+				return api.AuditEvent{Seq: seq, Time: at, Caller: "spiffe://test.mcpmesh/node/laptop", Service: "ehr",
+					Method: "tools/call", Tool: tool, Decision: "allow", Reason: "grant", Policy: 1}
+			}
+			stored, err := n.Client.ShipAudit(l.ctx, []api.AuditEvent{ev(1, now.Add(-time.Hour), "old"), ev(2, now, "recent")})
+			if err != nil || stored != 2 {
+				t.Fatalf("ShipAudit = %d, %v; want 2", stored, err)
+			}
+			tools := func() map[string]bool {
+				evs, err := m.Admin.Audit(l.ctx, api.AuditQuery{Service: "ehr"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]bool{}
+				for _, e := range evs {
+					got[e.Tool] = true
+				}
+				return got
+			}
+			deadline := time.Now().Add(1500 * time.Millisecond)
+			for tools()["old"] && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			got := tools()
+			if got["old"] != tc.wantOld {
+				t.Errorf("event an hour old kept = %v, want %v", got["old"], tc.wantOld)
+			}
+			if !got["recent"] {
+				t.Error("the recent event was deleted")
+			}
+			// Shipping goes on after a prune: a new event is stored.
+			if stored, err := n.Client.ShipAudit(l.ctx, []api.AuditEvent{ev(3, time.Now(), "next")}); err != nil || stored != 3 {
+				t.Fatalf("ShipAudit after the prune = %d, %v; want 3", stored, err)
+			}
+			if !tools()["next"] {
+				t.Error("an event shipped after the prune is missing")
+			}
+		})
+	}
+}
