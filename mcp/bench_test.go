@@ -181,18 +181,23 @@ func httpHopTo(b *testing.B, upstream string) string {
 			}
 		}
 		w.WriteHeader(resp.StatusCode)
+		if resp.ContentLength >= 0 {
+			body, err := readAllSized(resp.Body, resp.ContentLength, maxUpstreamBody)
+			if err == nil {
+				w.Write(body)
+			}
+			return
+		}
 		// Flushed as it comes: an answer may be an event stream.
 		rc := http.NewResponseController(w)
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, 4<<10)
 		for {
 			n, err := resp.Body.Read(buf)
 			if n > 0 {
 				if _, werr := w.Write(buf[:n]); werr != nil {
 					return
 				}
-				if resp.ContentLength < 0 {
-					rc.Flush()
-				}
+				rc.Flush()
 			}
 			if err != nil {
 				return
