@@ -281,9 +281,9 @@ func (fc *frontConn) serve() {
 
 // checkRequest is what net/http's server checks beyond ReadRequest: the
 // HTTP version, the Host header, header names (textproto lets a name with
-// a space through), and Expect. (ReadRequest removes the Host header, so a
-// repeated one cannot be seen here; the proxy reads only Request.Host, the
-// first, and sends its own Host upstream.)
+// a space through), and Expect. (ReadRequest itself refuses a repeated
+// Host header, before it removes the header; the proxy sends its own Host
+// upstream.)
 func checkRequest(req *http.Request) (string, int) {
 	if req.ProtoMajor != 1 {
 		return "unsupported protocol version", http.StatusHTTPVersionNotSupported

@@ -231,6 +231,7 @@ func TestFrontRefusesBadRequests(t *testing.T) {
 		{"garbage", "hello\r\n\r\n", 400},
 		{"no host", "GET / HTTP/1.1\r\n\r\n", 400},
 		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"http2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
 		{"bad header name", "GET / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", 400},
 		{"header value with a control byte", "GET / HTTP/1.1\r\nHost: x\r\nA: b\x01c\r\n\r\n", 400},
