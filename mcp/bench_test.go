@@ -123,15 +123,21 @@ func (sp *separateProcesses) measure(b *testing.B, others ...other) {
 	})
 }
 
-// BenchmarkFrontAgainstNetHTTP is BenchmarkToolsCallSeparateProcesses with
-// two other paths in the same rounds instead of a bare relay: the same
-// proxy served by net/http's Server (figures named netmux), the measure of
-// why the proxy has an HTTP/1.1 front of its own (front.go); and an HTTP
-// hop on that front that does no MCP work (httphop, see httpHopTo), the
-// measure of what the MCP work itself adds.
+// BenchmarkProxyLayers is BenchmarkToolsCallSeparateProcesses with, in
+// the same rounds, a path for each layer of what the proxy adds, from the
+// least work to the most:
+//   - relay: a bare TCP relay (startRelay), the hop and nothing else;
+//   - nethop: an HTTP hop built from net/http's parser and writers on one
+//     goroutine per connection (netHopTo), HTTP framing and nothing else;
+//   - httphop: the proxy's own front and upstream transport with no MCP
+//     work (httpHopTo): what front.go and upstream.go add to that;
+//   - netmux: the whole proxy behind net/http's Server instead of front,
+//     the measure of why the proxy has an HTTP/1.1 front of its own;
 //
-//	go test -run=NONE -bench=FrontAgainstNetHTTP -benchtime=20000x ./mcp/
-func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
+// and the proxy itself, whose difference from httphop is its MCP work.
+//
+//	go test -run=NONE -bench=ProxyLayers -benchtime=20000x ./mcp/
+func BenchmarkProxyLayers(b *testing.B) {
 	sp := startSeparateProcesses(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +147,77 @@ func BenchmarkFrontAgainstNetHTTP(b *testing.B) {
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go pprof.Do(context.Background(), pprof.Labels("role", "netmux"), func(context.Context) { srv.Serve(ln) })
 	b.Cleanup(func() { srv.Close() })
-	sp.measure(b, other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"}, other{"httphop", httpHopTo(b, sp.upstream)})
+	sp.measure(b, other{"relay", relayTo(b, sp.upstream)}, other{"nethop", netHopTo(b, sp.upstream)},
+		other{"httphop", httpHopTo(b, sp.upstream)}, other{"netmux", "http://" + ln.Addr().String() + "/svc/charts/mcp"})
+}
+
+// netHopTo is the MCP endpoint at upstream reached through the least an
+// HTTP hop can be with net/http's own parser and writers: one goroutine per
+// connection, with one upstream connection of its own, reads a request
+// (http.ReadRequest), writes it upstream (Request.Write), reads the answer
+// (http.ReadResponse) and writes it back (Response.Write). No timeouts,
+// limits, cancellation or streaming: not a server to deploy, the floor of
+// HTTP framing in Go.
+func netHopTo(b *testing.B, upstream string) string {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	hop := func(c net.Conn) {
+		defer c.Close()
+		up, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		cr, cw := bufio.NewReader(c), bufio.NewWriter(c)
+		ur, uw := bufio.NewReader(up), bufio.NewWriter(up)
+		for {
+			req, err := http.ReadRequest(cr)
+			if err != nil {
+				return
+			}
+			body, err := io.ReadAll(req.Body)
+			if err != nil {
+				return
+			}
+			out := &http.Request{Method: req.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: make(http.Header, 8), Host: u.Host, ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body))}
+			copyHeaders(out.Header, req.Header, "Content-Type", "Accept", hdrSession, hdrVersion, "Last-Event-Id")
+			if out.Write(uw) != nil || uw.Flush() != nil {
+				return
+			}
+			resp, err := http.ReadResponse(ur, out)
+			if err != nil {
+				return
+			}
+			// An event stream is relayed whole when it ends; the clients'
+			// standalone stream never does, and no call waits on it.
+			answer, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(answer))
+			if resp.Write(cw) != nil || cw.Flush() != nil {
+				return
+			}
+		}
+	}
+	go pprof.Do(context.Background(), pprof.Labels("role", "nethop"), func(context.Context) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go hop(c)
+		}
+	})
+	return "http://" + ln.Addr().String() + u.Path
 }
 
 // httpHopTo is the MCP endpoint at upstream reached through an HTTP hop in

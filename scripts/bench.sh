@@ -75,7 +75,7 @@ if ! skipped proxy; then
 		$GO test -run '^$' -bench 'ToolsCall|HandlerAlone' -benchtime $n_proxy ./mcp/ | tee "$tmp/proxy$i.txt" >&2
 	done
 	if [ "$smoke" = 1 ]; then cp "$tmp/proxy1.txt" "$tmp/proxy2.txt"; cp "$tmp/proxy1.txt" "$tmp/proxy3.txt"; fi
-	$GO test -run '^$' -bench 'FrontAgainstNetHTTP' -benchtime $n_proxy ./mcp/ | tee "$tmp/front.txt" >&2
+	$GO test -run '^$' -bench 'ProxyLayers' -benchtime $n_proxy ./mcp/ | tee "$tmp/front.txt" >&2
 	{
 		echo "## MCP proxy alone"
 		echo
@@ -119,19 +119,27 @@ if ! skipped proxy; then
 			done
 		done
 		echo
-		echo "What the proxy's layers cost, three processes, in the same rotating rounds"
-		echo "(\`go test ./mcp -run '^\$' -bench FrontAgainstNetHTTP -benchtime 20000x\`, one run):"
-		echo "the proxy on its own HTTP/1.1 front; the same proxy behind net/http's Server;"
-		echo "and an HTTP hop on the proxy's front and upstream transport that does no MCP"
-		echo "work at all (no parse, decision, audit or filtering: the request forwarded"
-		echo "with its MCP headers, the answer relayed unread)."
+		echo "What each layer of the proxy costs, three processes, in the same rotating"
+		echo "rounds (\`go test ./mcp -run '^\$' -bench ProxyLayers -benchtime 20000x\`, one"
+		echo "run), from the least work to the most: a bare TCP relay (the hop alone); an"
+		echo "HTTP hop built from net/http's parser and writers on one goroutine (HTTP"
+		echo "framing alone: no timeouts, limits or cancellation, not a server to deploy);"
+		echo "an HTTP hop on the proxy's own front and upstream transport, with no MCP work"
+		echo "(the request forwarded with its MCP headers, the answer relayed unread); the"
+		echo "whole proxy behind net/http's Server; and the proxy, on its own front."
 		echo
-		echo "| measure | proxy (front) | proxy (net/http) | HTTP hop, no MCP work |"
-		echo "|---|---:|---:|---:|"
-		f="$tmp/front.txt" n=BenchmarkFrontAgainstNetHTTP
-		echo "| serial, added at p50 (µs) | $(fmt0 "$(metric "$f" $n serial-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-netmux-added-p50-µs)") | $(fmt0 "$(metric "$f" $n serial-httphop-added-p50-µs)") |"
-		echo "| 64 sessions, CPU per call (µs; direct $(fmt0 "$(metric "$f" $n direct-cpu-µs/call)")) | $(fmt0 "$(metric "$f" $n proxy-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n netmux-cpu-µs/call)") | $(fmt0 "$(metric "$f" $n httphop-cpu-µs/call)") |"
-		echo "| throughput ratio | $(fmt2 "$(metric "$f" $n throughput-ratio)") | $(fmt2 "$(metric "$f" $n netmux-ratio)") | $(fmt2 "$(metric "$f" $n httphop-ratio)") |"
+		echo "| measure | relay | net/http hop | front hop | proxy (net/http) | proxy |"
+		echo "|---|---:|---:|---:|---:|---:|"
+		f="$tmp/front.txt" n=BenchmarkProxyLayers
+		row="| serial, added at p50 (µs)"
+		for p in relay nethop httphop netmux; do row="$row | $(fmt0 "$(metric "$f" $n serial-$p-added-p50-µs)")"; done
+		echo "$row | $(fmt0 "$(metric "$f" $n serial-added-p50-µs)") |"
+		row="| 64 sessions, CPU per call (µs; direct $(fmt0 "$(metric "$f" $n direct-cpu-µs/call)"))"
+		for p in relay nethop httphop netmux; do row="$row | $(fmt0 "$(metric "$f" $n $p-cpu-µs/call)")"; done
+		echo "$row | $(fmt0 "$(metric "$f" $n proxy-cpu-µs/call)") |"
+		row="| throughput ratio"
+		for p in relay nethop httphop netmux; do row="$row | $(fmt2 "$(metric "$f" $n $p-ratio)")"; done
+		echo "$row | $(fmt2 "$(metric "$f" $n throughput-ratio)") |"
 		echo
 	} >"$tmp/proxy.md"
 fi
