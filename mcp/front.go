@@ -586,15 +586,34 @@ func (w *frontResponse) sendHeader(final bool) {
 	bw.WriteByte(' ')
 	bw.WriteString(text)
 	bw.WriteString("\r\n")
-	if err := h.Write(bw); err != nil {
-		w.err = err
-		return
-	}
+	writeFields(bw, h)
 	bw.WriteString("\r\n")
 	held := w.buf
 	w.buf = nil
 	if len(held) > 0 {
 		w.writeBody(held)
+	}
+}
+
+// writeFields writes an answer's header fields as Header.Write does (a
+// name that is not a valid field name is dropped, a line break in a value
+// becomes a space) but without its sorting: the order of different fields
+// means nothing in HTTP, and sorting cost a call a few µs on a vCPU just
+// woken.
+func writeFields(bw *bufio.Writer, h http.Header) {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(strings.Trim(v, " \t"))
+			bw.WriteString("\r\n")
+		}
 	}
 }
 

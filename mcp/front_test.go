@@ -328,6 +328,7 @@ func TestFrontAnswerFraming(t *testing.T) {
 			io.WriteString(w, "abc")
 		case "/inject":
 			w.Header().Set("X-A", "v\r\nSet-Cookie: evil=1")
+			w.Header()["X-B: 1\r\nSet-Cookie"] = []string{"evil=2"} // in the name: dropped
 			io.WriteString(w, "ok")
 		case "/empty":
 			w.WriteHeader(http.StatusNoContent)
@@ -346,8 +347,10 @@ func TestFrontAnswerFraming(t *testing.T) {
 		t.Errorf("204 answered %d %q", resp.StatusCode, body)
 	}
 	c.send("GET /inject HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, _ := c.answer("GET"); resp.Header.Get("Set-Cookie") != "" || len(resp.Cookies()) != 0 {
-		t.Errorf("a line break in a header value made a header of its own: %v", resp.Header)
+	if resp, _ := c.answer("GET"); resp.Header.Get("Set-Cookie") != "" || len(resp.Cookies()) != 0 || resp.Header.Get("X-B") != "" {
+		t.Errorf("a line break in a header's value or name made a header of its own: %v", resp.Header)
+	} else if resp.Header.Get("X-A") != "v  Set-Cookie: evil=1" {
+		t.Errorf("X-A = %q, want its line break made spaces as net/http does", resp.Header.Get("X-A"))
 	}
 	c.send("GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
 	// The client waits for 10 bytes and gets 3: the connection must close,

@@ -379,3 +379,106 @@ func TestUpstreamTransportBoundsInterimAnswers(t *testing.T) {
 		t.Fatalf("%d interim answers: %v", maxInterim+1, err)
 	}
 }
+
+// writeRequest frames the proxy's requests as Request.Write does: what
+// net/http reads back from either is the same request.
+func TestWriteRequestReadsBackAsRequestWrite(t *testing.T) {
+	mk := func(method, target, body string, h http.Header) *http.Request {
+		req, err := http.NewRequest(method, target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case body != "":
+			req.Body = io.NopCloser(strings.NewReader(body))
+			req.ContentLength = int64(len(body))
+		case method == http.MethodPost:
+			// Request.Write would probe any other body of length 0, and
+			// chunk it; writeRequest sends Content-Length: 0 for both.
+			req.Body = http.NoBody
+		}
+		for k, vs := range h {
+			req.Header[k] = vs
+		}
+		return req
+	}
+	mcpHeaders := http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json, text/event-stream"},
+		"Mcp-Session-Id": {"s-1"}, "Mcp-Protocol-Version": {"2025-06-18"}, "X-Two": {"a", "b"}, "Authorization": {"Bearer t"}}
+	for _, tc := range []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"post", func() *http.Request {
+			return mk("POST", "http://127.0.0.1:9000/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call"}`, mcpHeaders)
+		}},
+		{"post, empty body", func() *http.Request { return mk("POST", "http://127.0.0.1:9000/mcp", "", nil) }},
+		{"get with a query", func() *http.Request { return mk("GET", "http://127.0.0.1:9000/mcp?x=1&y=%20", "", mcpHeaders) }},
+		{"delete", func() *http.Request {
+			return mk("DELETE", "http://[::1]:9000/a/b", "", http.Header{"Mcp-Session-Id": {"s"}})
+		}},
+		{"close", func() *http.Request {
+			r := mk("GET", "http://localhost:9000/", "", nil)
+			r.Close = true
+			return r
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ours, theirs bytes.Buffer
+			bw := bufio.NewWriter(&ours)
+			if err := writeRequest(bw, tc.req()); err != nil {
+				t.Fatal(err)
+			}
+			bw.Flush()
+			if err := tc.req().Write(&theirs); err != nil {
+				t.Fatal(err)
+			}
+			a, err := http.ReadRequest(bufio.NewReader(&ours))
+			if err != nil {
+				t.Fatalf("reading ours back: %v\n%s", err, ours.String())
+			}
+			b, err := http.ReadRequest(bufio.NewReader(&theirs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ab, _ := io.ReadAll(a.Body)
+			bb, _ := io.ReadAll(b.Body)
+			b.Header.Del("User-Agent") // Request.Write's default, which the proxy does not send
+			if a.Method != b.Method || a.RequestURI != b.RequestURI || a.Host != b.Host || a.Close != b.Close ||
+				a.ContentLength != b.ContentLength || !bytes.Equal(ab, bb) || fmt.Sprint(a.Header) != fmt.Sprint(b.Header) {
+				t.Errorf("ours reads back as\n%s %s host=%s close=%v len=%d %v %q\nRequest.Write's as\n%s %s host=%s close=%v len=%d %v %q",
+					a.Method, a.RequestURI, a.Host, a.Close, a.ContentLength, a.Header, ab,
+					b.Method, b.RequestURI, b.Host, b.Close, b.ContentLength, b.Header, bb)
+			}
+		})
+	}
+}
+
+// A header that could break the framing is refused before a byte is
+// written, and so is a body shorter than declared.
+func TestWriteRequestRefusesWhatWouldBreakFraming(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*http.Request)
+	}{
+		{"line break in a value", func(r *http.Request) { r.Header.Set("Mcp-Name", "echo\r\nX-Injected: 1") }},
+		{"bare newline in a value", func(r *http.Request) { r.Header.Set("Mcp-Name", "a\nb") }},
+		{"bad name", func(r *http.Request) { r.Header["Bad Name"] = []string{"x"} }},
+		{"bad host", func(r *http.Request) { r.Host = "a b" }},
+		{"unknown length", func(r *http.Request) { r.ContentLength = -1 }},
+		{"short body", func(r *http.Request) { r.ContentLength = 100 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", "http://127.0.0.1:9000/mcp", strings.NewReader(`{}`))
+			tc.mod(req)
+			var out bytes.Buffer
+			bw := bufio.NewWriter(&out)
+			err := writeRequest(bw, req)
+			if err == nil {
+				t.Fatal("written, want an error")
+			}
+			if tc.name != "short body" && bw.Buffered() > 0 {
+				t.Errorf("%d bytes buffered before the refusal: %q", bw.Buffered(), out.String())
+			}
+		})
+	}
+}
