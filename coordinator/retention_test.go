@@ -1,10 +1,15 @@
 package coordinator_test
 
 import (
+	"context"
+	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/mcpmesh/mcpmesh/coordinator"
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
+	"github.com/mcpmesh/mcpmesh/coordinator/store"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
@@ -63,5 +68,64 @@ func TestAuditRetentionDeletesOnlyOldEvents(t *testing.T) {
 				t.Error("an event shipped after the prune is missing")
 			}
 		})
+	}
+}
+
+// blockingPrune is the real store, except that a prune runs until its
+// context ends: a pass over a very large trail, which Close must stop
+// rather than wait out.
+type blockingPrune struct {
+	store.Store
+	started chan struct{}
+}
+
+func (b *blockingPrune) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+	select {
+	case b.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// Close stops a retention pass in progress instead of waiting for it to
+// end (the first pass over an old trail can take minutes).
+func TestCloseStopsAnAuditRetentionPass(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "coord")
+	if err := coordinator.Init(dir, "test.mcpmesh", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenSQLite(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &blockingPrune{Store: db, started: make(chan struct{}, 1)}
+	srv, err := coordinator.Open(context.Background(), dir, coordinator.Config{Store: st, AuditRetention: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), ln) }()
+	select {
+	case <-st.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retention pass started")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waits for the retention pass after 10 s")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }

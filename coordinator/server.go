@@ -307,14 +307,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(netutil.LimitListener(ln, s.maxConns), hs.TLSConfig)) }()
 	if s.auditRetention > 0 {
-		// Waited for by Close before the store closes; registered under
-		// the lock that shutdownStreams takes before it waits.
+		// The pruner stops, even in the middle of a pass, when Serve
+		// returns or Close is called; Close waits for it before the store
+		// closes (registered under the lock that shutdownStreams takes
+		// before it waits).
+		pctx, stopPruning := context.WithCancel(ctx)
+		defer stopPruning()
 		s.mu.Lock()
 		if !s.mu.shuttingDown {
-			s.streams.Add(1)
+			s.streams.Add(2)
 			go func() {
 				defer s.streams.Done()
-				s.pruneAudit(ctx)
+				select {
+				case <-s.closing:
+					stopPruning()
+				case <-pctx.Done():
+				}
+			}()
+			go func() {
+				defer s.streams.Done()
+				s.pruneAudit(pctx)
 			}()
 		}
 		s.mu.Unlock()
@@ -336,7 +348,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // pruneAudit deletes audit events older than the retention now and then
-// (every 1/24 of it, at most hourly), until Serve ends.
+// (every 1/24 of it, at most hourly), until ctx ends.
 func (s *Server) pruneAudit(ctx context.Context) {
 	every := min(max(s.auditRetention/24, 100*time.Millisecond), time.Hour)
 	t := time.NewTicker(every)
@@ -353,8 +365,6 @@ func (s *Server) pruneAudit(ctx context.Context) {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return
-		case <-s.closing:
 			return
 		}
 	}
