@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -355,9 +356,9 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
 	for k, vs := range req.Header {
-		switch k {
+		switch textproto.CanonicalMIMEHeaderKey(k) {
 		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
-			continue // the framing is this function's to say
+			continue // the framing is this function's to say, however the key is spelt
 		}
 		for _, v := range vs {
 			bw.WriteString(k)

@@ -482,3 +482,28 @@ func TestWriteRequestRefusesWhatWouldBreakFraming(t *testing.T) {
 		})
 	}
 }
+
+// Framing headers in a request's header map are dropped however their
+// keys are spelt: the length writeRequest sends is the body's.
+func TestWriteRequestDropsFramingHeadersInAnySpelling(t *testing.T) {
+	req, _ := http.NewRequest("POST", "http://127.0.0.1:9000/mcp", strings.NewReader(`{"a":1}`))
+	req.Header["content-length"] = []string{"999"}
+	req.Header["transfer-encoding"] = []string{"chunked"}
+	req.Header["CONNECTION"] = []string{"close"}
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	if err := writeRequest(bw, req); err != nil {
+		t.Fatal(err)
+	}
+	bw.Flush()
+	raw := out.String()
+	got, err := http.ReadRequest(bufio.NewReader(&out))
+	if err != nil {
+		t.Fatalf("reading back: %v\n%s", err, raw)
+	}
+	body, _ := io.ReadAll(got.Body)
+	if got.ContentLength != 7 || string(body) != `{"a":1}` || len(got.TransferEncoding) != 0 || got.Close ||
+		strings.Count(strings.ToLower(raw), "content-length") != 1 {
+		t.Errorf("framing headers got through:\n%s", raw)
+	}
+}

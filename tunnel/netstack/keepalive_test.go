@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/mcpmesh/mcpmesh/tunnel"
 )
 
 // A caller that vanishes without a word (here: removed from the serving
@@ -123,5 +125,17 @@ func TestDialedConnectionToAVanishedPeerFails(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the connection to a vanished peer still blocks a read after 10 s (probes every 250 ms, 2 allowed)")
+	}
+}
+
+// A keep-alive that would drop healthy connections is refused up front.
+func TestNewRefusesAKeepaliveWithoutIntervalOrCount(t *testing.T) {
+	for _, ka := range []Keepalive{{Idle: time.Second}, {Idle: time.Second, Interval: time.Second}, {Idle: time.Second, Count: 3}, {Idle: time.Second, Interval: -time.Second, Count: 3}} {
+		priv, _ := newKeyPair(t)
+		tun, err := New(tunnel.Config{PrivateKey: priv, Addresses: []netip.Addr{netip.MustParseAddr("100.64.0.9")}}, WithKeepalive(ka))
+		if err == nil {
+			tun.Close()
+			t.Errorf("New with keep-alive %+v succeeded, want an error", ka)
+		}
 	}
 }

@@ -276,8 +276,9 @@ func (l *tcpListener) accept() (net.Conn, error) {
 			return nil, errors.New(terr.String())
 		}
 		if err := setKeepalive(n, l.keepalive); err != nil {
+			// That connection alone is refused; the listener goes on.
 			n.Close()
-			return nil, err
+			continue
 		}
 		return gonet.NewTCPConn(wq, n), nil
 	}

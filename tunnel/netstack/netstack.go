@@ -82,9 +82,10 @@ func WithBind(b conn.Bind) Option {
 	return optionFunc(func(o *options) { o.bind = b })
 }
 
-// WithKeepalive replaces DefaultKeepalive for the connections that the
-// tunnel's listeners accept (tests use seconds); an Idle of zero turns
-// keep-alive off.
+// WithKeepalive replaces DefaultKeepalive for the tunnel's connections
+// (tests use fractions of a second); an Idle of zero turns keep-alive off,
+// and a positive one needs a positive Interval and Count, or New refuses
+// it.
 func WithKeepalive(ka Keepalive) Option {
 	return optionFunc(func(o *options) { o.keepalive = &ka })
 }
@@ -102,6 +103,11 @@ func New(cfg tunnel.Config, opts ...Option) (*Tunnel, error) {
 	}
 	if cfg.PrivateKey.IsZero() {
 		return nil, errors.New("netstack: private key is not set")
+	}
+	if ka := o.keepalive; ka != nil && ka.Idle > 0 && (ka.Interval <= 0 || ka.Count <= 0) {
+		// gVisor would give up on every connection after Idle, peer alive
+		// or not.
+		return nil, fmt.Errorf("netstack: keep-alive idle %s needs a positive interval and count (got %s, %d)", ka.Idle, ka.Interval, ka.Count)
 	}
 	addrs, err := checkAddresses(cfg.Addresses)
 	if err != nil {
