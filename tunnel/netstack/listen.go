@@ -16,20 +16,21 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// Keepalive is the TCP keep-alive of accepted connections: probes after
-// Idle without traffic, every Interval, and the connection fails after
-// Count unanswered. The kernel gives Go's own listeners the same (15 s,
-// 15 s, and Linux's 9 probes), so a mesh service notices a caller that
-// vanished without a word (a laptop put to sleep, a node revoked or gone
-// off the network) in about 2.5 min in userspace mode as in TUN mode. Without
-// it, gVisor never probes, and a quiet stream of such a caller (an MCP
-// session's event stream) would hold its session and its slot for good.
+// Keepalive is the TCP keep-alive of the tunnel's connections, accepted
+// and dialed: probes after Idle without traffic, every Interval, and the
+// connection fails after Count unanswered. The kernel gives Go's own
+// connections the same (15 s, 15 s, and Linux's 9 probes), so a mesh
+// service notices a caller that vanished without a word (a laptop put to
+// sleep, a node revoked or gone off the network) in about 2.5 min in
+// userspace mode as in TUN mode. Without it, gVisor never probes, and a
+// quiet stream of such a caller (an MCP session's event stream) would hold
+// its session and its slot for good.
 type Keepalive struct {
 	Idle, Interval time.Duration
 	Count          int
 }
 
-// DefaultKeepalive is the keep-alive of accepted connections unless
+// DefaultKeepalive is the keep-alive of the tunnel's connections unless
 // WithKeepalive says otherwise.
 func DefaultKeepalive() Keepalive {
 	return Keepalive{Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
@@ -219,8 +220,6 @@ func (l *listener) Addr() net.Addr {
 // tcpListener is a listening gVisor endpoint, as gonet.TCPListener but
 // for the keep-alive it turns on for each connection it accepts, which
 // gVisor does not pass on from a listener and gonet gives no way to set.
-// (Keep-alive is set on the endpoint before it connects or is accepted
-// from, so no probe timing is ever the default two hours.)
 type tcpListener struct {
 	ep        tcpip.Endpoint
 	wq        waiter.Queue
@@ -285,7 +284,8 @@ func (l *tcpListener) accept() (net.Conn, error) {
 }
 
 // setKeepalive sets the probes' timing first: turning keep-alive on arms
-// its timer with the idle time the endpoint has then.
+// its timer with the idle time the endpoint has then, so no probe ever
+// waits for gVisor's default of two hours.
 func setKeepalive(ep tcpip.Endpoint, ka Keepalive) error {
 	if ka.Idle <= 0 {
 		return nil
