@@ -19,6 +19,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/coordinator/adminclient"
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tunnel"
 )
 
 // Options tune a mesh.
@@ -180,6 +181,23 @@ func (m *Mesh) StartNode(name, token string) (*node.Node, error) {
 
 // StartNodeAt starts a node named name with its state in dir.
 func (m *Mesh) StartNodeAt(dir, name, token string) (*node.Node, error) {
+	return m.startNode(dir, name, token, nil)
+}
+
+// AddNodeWithTunnel is AddNode with the node's data plane built by
+// newTunnel (node.Config.NewTunnel), for tests that shape it: a bind that
+// drops packets, a shorter keep-alive.
+func (m *Mesh) AddNodeWithTunnel(name string, newTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error), tags ...string) *node.Node {
+	m.t.Helper()
+	tok := m.Token(api.TokenCreateRequest{Tags: tags, TTL: api.Duration(time.Hour)})
+	n, err := m.startNode(m.NodeDir(name), name, tok, newTunnel)
+	if err != nil {
+		m.t.Fatalf("start node %s: %v", name, err)
+	}
+	return n
+}
+
+func (m *Mesh) startNode(dir, name, token string, newTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error)) (*node.Node, error) {
 	n, err := node.Start(context.Background(), node.Config{
 		StateDir:    dir,
 		Coordinator: m.URL,
@@ -187,6 +205,7 @@ func (m *Mesh) StartNodeAt(dir, name, token string) (*node.Node, error) {
 		Hostname:    name,
 		SocketPath:  "-",
 		Logger:      m.log.With("c", name),
+		NewTunnel:   newTunnel,
 	})
 	if err != nil {
 		return nil, err
