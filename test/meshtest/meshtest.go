@@ -165,12 +165,7 @@ func (m *Mesh) NodeDir(name string) string { return filepath.Join(m.dir, "nodes"
 // AddNode enrolls and starts a node named name.
 func (m *Mesh) AddNode(name string, tags ...string) *node.Node {
 	m.t.Helper()
-	tok := m.Token(api.TokenCreateRequest{Tags: tags, TTL: api.Duration(time.Hour)})
-	n, err := m.StartNode(name, tok)
-	if err != nil {
-		m.t.Fatalf("start node %s: %v", name, err)
-	}
-	return n
+	return m.AddNodeWithTunnel(name, nil, tags...)
 }
 
 // StartNode starts (or restarts) the node with state in NodeDir(name). The
@@ -185,8 +180,8 @@ func (m *Mesh) StartNodeAt(dir, name, token string) (*node.Node, error) {
 }
 
 // AddNodeWithTunnel is AddNode with the node's data plane built by
-// newTunnel (node.Config.NewTunnel), for tests that shape it: a bind that
-// drops packets, a shorter keep-alive.
+// newTunnel (node.Config.NewTunnel; nil: the default), for tests that
+// shape it: a bind that drops packets, a shorter keep-alive.
 func (m *Mesh) AddNodeWithTunnel(name string, newTunnel func(tunnel.Config, *slog.Logger) (tunnel.Tunnel, error), tags ...string) *node.Node {
 	m.t.Helper()
 	tok := m.Token(api.TokenCreateRequest{Tags: tags, TTL: api.Duration(time.Hour)})
