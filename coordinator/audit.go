@@ -31,7 +31,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		b.Events[i].Node = c.name
 	}
-	stored, err := s.store.AppendAudit(r.Context(), c.name, b.Events)
+	stored, err := s.store.AppendAudit(r.Context(), c.name, s.now(), b.Events)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return

@@ -13,9 +13,10 @@ import (
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
 
-// With a retention, the coordinator's audit trail loses the events older
-// than it while the recent ones stay, and a node's shipping goes on; with
-// none (the default), nothing is ever deleted.
+// With a retention, the coordinator's audit trail loses the events it
+// received longer ago than that while the recent ones stay, whatever the
+// node's clock says; with none (the default), nothing is ever deleted. A
+// node's shipping goes on after a prune.
 func TestAuditRetentionDeletesOnlyOldEvents(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -29,14 +30,15 @@ func TestAuditRetentionDeletesOnlyOldEvents(t *testing.T) {
 			m := meshtest.New(t, meshtest.Options{AuditRetention: tc.retention})
 			l := newLights(t, m.URL, m.Admin)
 			n := l.start("server")
-			now := time.Now()
 			ev := func(seq uint64, at time.Time, tool string) api.AuditEvent {
 				return api.AuditEvent{Seq: seq, Time: at, Caller: "spiffe://test.mcpmesh/node/laptop", Service: "ehr",
 					Method: "tools/call", Tool: tool, Decision: "allow", Reason: "grant", Policy: 1}
 			}
-			stored, err := n.Client.ShipAudit(l.ctx, []api.AuditEvent{ev(1, now.Add(-time.Hour), "old"), ev(2, now, "recent")})
-			if err != nil || stored != 2 {
-				t.Fatalf("ShipAudit = %d, %v; want 2", stored, err)
+			ship := func(want uint64, evs ...api.AuditEvent) {
+				t.Helper()
+				if stored, err := n.Client.ShipAudit(l.ctx, evs); err != nil || stored != want {
+					t.Fatalf("ShipAudit = %d, %v; want %d", stored, err, want)
+				}
 			}
 			tools := func() map[string]bool {
 				evs, err := m.Admin.Audit(l.ctx, api.AuditQuery{Service: "ehr"})
@@ -49,21 +51,31 @@ func TestAuditRetentionDeletesOnlyOldEvents(t *testing.T) {
 				}
 				return got
 			}
-			deadline := time.Now().Add(1500 * time.Millisecond)
-			for tools()["old"] && time.Now().Before(deadline) {
+			// The node's clock is wrong both ways: years behind (its
+			// events look long past the retention) and a year ahead.
+			now := time.Now()
+			ship(2, ev(1, now.AddDate(-5, 0, 0), "behind"), ev(2, now.AddDate(1, 0, 0), "ahead"))
+			shipped := time.Now()
+			time.Sleep(tc.retention / 2) // several passes of the pruner
+			if got := tools(); !got["behind"] || !got["ahead"] {
+				t.Fatalf("events received %s ago deleted: %v", time.Since(shipped).Round(time.Millisecond), got)
+			}
+			ship(3, ev(3, time.Now(), "recent"))
+
+			deadline := shipped.Add(max(tc.retention, 1500*time.Millisecond) + time.Second)
+			for tools()["behind"] && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			got := tools()
-			if got["old"] != tc.wantOld {
-				t.Errorf("event an hour old kept = %v, want %v", got["old"], tc.wantOld)
+			if got["behind"] != tc.wantOld || got["ahead"] != tc.wantOld {
+				t.Errorf("events received %s ago kept = %v, %v; want %v",
+					time.Since(shipped).Round(time.Millisecond), got["behind"], got["ahead"], tc.wantOld)
 			}
 			if !got["recent"] {
 				t.Error("the recent event was deleted")
 			}
 			// Shipping goes on after a prune: a new event is stored.
-			if stored, err := n.Client.ShipAudit(l.ctx, []api.AuditEvent{ev(3, time.Now(), "next")}); err != nil || stored != 3 {
-				t.Fatalf("ShipAudit after the prune = %d, %v; want 3", stored, err)
-			}
+			ship(4, ev(4, time.Now(), "next"))
 			if !tools()["next"] {
 				t.Error("an event shipped after the prune is missing")
 			}

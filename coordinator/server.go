@@ -68,7 +68,10 @@ type Config struct {
 	// Store replaces the embedded SQLite store (for PostgreSQL later).
 	Store store.Store
 	// AuditRetention is how long the audit trail keeps an event, counted
-	// from the event's time; older events are deleted while Serve runs.
+	// from when the coordinator received it (by Now), not from the event's
+	// own time: that is the node's clock, and a node whose clock is years
+	// behind must not see its events deleted the day they arrive. Older
+	// events are deleted while Serve runs.
 	// Zero keeps every event: how long a trail must be kept is a matter
 	// of law and of each organisation (years, for some), so nothing is
 	// deleted unless an admin says so.

@@ -57,7 +57,7 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	netmapTTL := fs.Duration("netmap-ttl", coordinator.DefaultNetmapTTL, "how long a node that cannot reach the coordinator keeps its peers and policy")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var retention days
-	fs.Var(&retention, "audit-retention", "delete audit events older than `age`, e.g. 400d or 9600h (default: keep every event)")
+	fs.Var(&retention, "audit-retention", "delete audit events received longer than `age` ago, e.g. 400d or 9600h (default: keep every event)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,28 +10,33 @@ import (
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 )
 
-// PruneAudit deletes every event before the cut, across more than one of
-// its transactions, and nothing after it.
-func TestPruneAuditDeletesOnlyOlderEvents(t *testing.T) {
+// PruneAudit deletes every event received before the cut, across more
+// than one of its transactions, and nothing received after it, whatever
+// the events' own times say: those are the nodes' clocks. Here the old
+// events come from a node whose clock is a year ahead and the recent ones
+// from a node whose clock is ten years behind.
+func TestPruneAuditDeletesOnlyEventsReceivedBefore(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "store.db"))
 	ctx := context.Background()
 	cut := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	const old, recent = 25_001, 5 // old spans three of PruneAudit's batches
-	var evs []api.AuditEvent
-	for i := range old + recent {
-		at := cut.Add(-time.Duration(old-i) * time.Second) // the last old one is 1 s before the cut
-		if i >= old {
-			at = cut.Add(time.Duration(i-old) * time.Second) // the first recent one is at the cut
+	ship := func(node string, received, at time.Time, n int) {
+		t.Helper()
+		var evs []api.AuditEvent
+		for i := range n {
+			evs = append(evs, api.AuditEvent{Seq: uint64(i + 1), Time: at.Add(time.Duration(i) * time.Second),
+				Service: "ehr", Method: "tools/call", Decision: "allow"})
 		}
-		evs = append(evs, api.AuditEvent{Seq: uint64(i + 1), Time: at, Service: "ehr", Method: "tools/call", Decision: "allow"})
-	}
-	for len(evs) > 0 {
-		n := min(len(evs), 1000)
-		if _, err := s.AppendAudit(ctx, "server", evs[:n]); err != nil {
-			t.Fatal(err)
+		for len(evs) > 0 {
+			k := min(len(evs), 1000)
+			if _, err := s.AppendAudit(ctx, node, received, evs[:k]); err != nil {
+				t.Fatal(err)
+			}
+			evs = evs[k:]
 		}
-		evs = evs[n:]
 	}
+	ship("ahead", cut.Add(-time.Second), cut.AddDate(1, 0, 0), old) // received 1 s before the cut
+	ship("behind", cut, cut.AddDate(-10, 0, 0), recent)             // received at the cut
 	n, err := s.PruneAudit(ctx, cut)
 	if err != nil || n != old {
 		t.Fatalf("PruneAudit = %d, %v; want %d", n, err, old)
@@ -43,11 +49,60 @@ func TestPruneAuditDeletesOnlyOlderEvents(t *testing.T) {
 		t.Fatalf("%d events left, want %d", len(left), recent)
 	}
 	for _, e := range left {
-		if e.Time.Before(cut) {
-			t.Errorf("event %d at %s survived a cut at %s", e.Seq, e.Time, cut)
+		if e.Node != "behind" {
+			t.Errorf("event %d of %s, received before the cut, survived it", e.Seq, e.Node)
 		}
 	}
 	if n, err := s.PruneAudit(ctx, cut); err != nil || n != 0 {
 		t.Errorf("second PruneAudit = %d, %v; want 0", n, err)
+	}
+}
+
+// A store made before receipt times were kept gets the column, and its
+// events count from their own times, the best there is for them: a prune
+// takes the old ones and leaves the recent ones.
+func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, q := range []string{
+		`CREATE TABLE audit (node TEXT NOT NULL, seq INTEGER NOT NULL, time INTEGER NOT NULL, caller TEXT NOT NULL,
+			service TEXT NOT NULL, method TEXT NOT NULL, tool TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+			policy INTEGER NOT NULL, latency INTEGER NOT NULL, digest TEXT NOT NULL, session TEXT NOT NULL, PRIMARY KEY (node, seq))`,
+		`CREATE INDEX audit_time ON audit(time)`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq, at := range map[int]time.Time{1: cut.AddDate(-2, 0, 0), 2: cut.Add(time.Hour)} {
+		if _, err := old.Exec(`INSERT INTO audit VALUES ('server', ?, ?, 'c', 'ehr', 'tools/call', 'echo', 'allow', 'r', 1, 5, 'd', 's')`,
+			seq, at.UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+
+	s := open(t, path)
+	ctx := context.Background()
+	if n, err := s.PruneAudit(ctx, cut); err != nil || n != 1 {
+		t.Fatalf("PruneAudit = %d, %v; want the event two years old", n, err)
+	}
+	// New events carry their receipt time: one received now outlives the
+	// cut whatever its own time.
+	if stored, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{{Seq: 3, Time: cut.AddDate(-5, 0, 0)}}); err != nil || stored != 3 {
+		t.Fatalf("AppendAudit after the upgrade = %d, %v; want 3", stored, err)
+	}
+	s.Close()
+	s = open(t, path) // and opening it again changes nothing
+	if n, err := s.PruneAudit(ctx, cut); err != nil || n != 0 {
+		t.Fatalf("PruneAudit after reopening = %d, %v; want 0", n, err)
+	}
+	left, err := s.Audit(ctx, api.AuditQuery{})
+	if err != nil || len(left) != 2 {
+		t.Fatalf("events left = %d, %v; want 2", len(left), err)
 	}
 }

@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS audit (
 	latency   INTEGER NOT NULL,
 	digest    TEXT NOT NULL,
 	session   TEXT NOT NULL,
+	received  INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (node, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
@@ -150,6 +151,19 @@ func OpenSQLite(path string) (*SQLite, error) {
 	if err := addColumn(db, "tokens", "name", `TEXT NOT NULL DEFAULT ''`); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
+	}
+	if err := addColumn(db, "audit", "received", `INTEGER NOT NULL DEFAULT 0`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
+	}
+	// Retention counts from when the coordinator received an event
+	// (PruneAudit). Events stored before that was recorded count from
+	// their own time, the best there is for them; the index makes this a
+	// no-op once done.
+	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
+		UPDATE audit SET received = time WHERE received = 0`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
 	}
 	var ok string
 	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {

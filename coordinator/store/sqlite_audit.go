@@ -14,15 +14,15 @@ import (
 const maxAuditQuery = 10_000
 
 // AppendAudit implements Store.
-func (s *SQLite) AppendAudit(ctx context.Context, node string, evs []api.AuditEvent) (uint64, error) {
+func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (uint64, error) {
 	var stored uint64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, e := range evs {
 			_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audit
-				(node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				(node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				node, e.Seq, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
-				e.Policy, e.LatencyUS, e.ArgsDigest, e.Session)
+				e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano())
 			if err != nil {
 				return fmt.Errorf("store: insert audit event: %w", err)
 			}
@@ -74,13 +74,14 @@ func (s *SQLite) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent,
 // that nodes shipping events wait for a short transaction at most.
 const pruneBatch = 10_000
 
-// PruneAudit implements Store, in short transactions. The file keeps its
-// size: the pages freed are reused by the events that come next.
+// PruneAudit implements Store, in short transactions, by the time each
+// event was received. The file keeps its size: the pages freed are reused
+// by the events that come next.
 func (s *SQLite) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
 		res, err := s.db.ExecContext(ctx, `DELETE FROM audit WHERE rowid IN
-			(SELECT rowid FROM audit WHERE time < ? LIMIT ?)`, before.UnixNano(), pruneBatch)
+			(SELECT rowid FROM audit WHERE received < ? LIMIT ?)`, before.UnixNano(), pruneBatch)
 		if err != nil {
 			return total, fmt.Errorf("store: prune audit: %w", err)
 		}

@@ -173,14 +173,17 @@ type Store interface {
 	// Services lists every published service.
 	Services(ctx context.Context) ([]Service, error)
 	// AppendAudit stores a node's audit events, ignoring any it already
-	// has, and returns the highest sequence stored for the node.
-	AppendAudit(ctx context.Context, node string, evs []api.AuditEvent) (uint64, error)
+	// has, and returns the highest sequence stored for the node. received
+	// is the coordinator's time: retention counts from it, because an
+	// event's own time is the node's clock, which may be wrong by years.
+	AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (uint64, error)
 	// Audit returns the newest events matching q, newest first.
 	Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error)
-	// PruneAudit deletes the events whose time is before before and
-	// returns how many it deleted. The highest sequence stored for a node
-	// (AppendAudit's answer) may fall with them, which a node takes in its
-	// stride: it only ever acts on a sequence higher than its last ack.
+	// PruneAudit deletes the events received before before (AppendAudit's
+	// received, not the event's own time) and returns how many it
+	// deleted. The highest sequence stored for a node (AppendAudit's
+	// answer) may fall with them, which a node takes in its stride: it
+	// only ever acts on a sequence higher than its last ack.
 	PruneAudit(ctx context.Context, before time.Time) (int64, error)
 	// SetExposure replaces a node's exposure report.
 	SetExposure(ctx context.Context, r api.ExposureReport) error
