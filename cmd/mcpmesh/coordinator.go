@@ -49,6 +49,10 @@ func coordinatorInit(e *env, args []string) error {
 	return nil
 }
 
+// minMaxConns is the least --max-conns takes: a coordinator that can hold
+// only a connection or two is a typo, not a deployment.
+const minMaxConns = 16
+
 func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "coordinator run")
 	data := fs.String("data", "", "data directory written by `coordinator init`")
@@ -56,6 +60,10 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	svidTTL := fs.Duration("svid-ttl", coordinator.DefaultSVIDTTL, "lifetime of node SVIDs; nodes renew at half-life")
 	netmapTTL := fs.Duration("netmap-ttl", coordinator.DefaultNetmapTTL, "how long a node that cannot reach the coordinator keeps its peers and policy")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	readHeader := fs.Duration("read-header-timeout", coordinator.DefaultReadHeaderTimeout, "time a connection has for its TLS handshake and a request's headers")
+	bodyRead := fs.Duration("body-read-timeout", coordinator.DefaultBodyReadTimeout, "time a request has to send its body, once its headers are in")
+	idle := fs.Duration("idle-timeout", coordinator.DefaultIdleTimeout, "close a kept-alive connection that carries no request for this long")
+	maxConns := fs.Int("max-conns", coordinator.DefaultMaxConns, "connections held open at once (a node holds up to two); more wait in the listen backlog")
 	var retention days
 	fs.Var(&retention, "audit-retention", "delete audit events received longer than `age` ago, e.g. 400d or 9600h (default: keep every event)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
@@ -73,11 +81,23 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 	if *netmapTTL < 10*time.Minute {
 		return usageError{fmt.Sprintf("--netmap-ttl %s is too short: at least 10m, or a brief coordinator restart, or a node's clock a few minutes off, would cut nodes off their peers", *netmapTTL)}
 	}
+	for _, t := range []struct {
+		flag string
+		d    time.Duration
+	}{{"read-header-timeout", *readHeader}, {"body-read-timeout", *bodyRead}, {"idle-timeout", *idle}} {
+		if t.d < time.Second {
+			return usageError{fmt.Sprintf("--%s %s is too short: at least 1s, or nodes on a slow link could not finish a request", t.flag, t.d)}
+		}
+	}
+	if *maxConns < minMaxConns {
+		return usageError{fmt.Sprintf("--max-conns %d is too small: at least %d, so that an admin can still connect while nodes hold theirs", *maxConns, minMaxConns)}
+	}
 	log, err := newLogger(e, *logLevel)
 	if err != nil {
 		return err
 	}
-	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL, NetmapTTL: *netmapTTL, AuditRetention: time.Duration(retention)})
+	srv, err := coordinator.Open(ctx, *data, coordinator.Config{Logger: log, SVIDTTL: *svidTTL, NetmapTTL: *netmapTTL, AuditRetention: time.Duration(retention),
+		ReadHeaderTimeout: *readHeader, BodyReadTimeout: *bodyRead, IdleTimeout: *idle, MaxConns: *maxConns})
 	if err != nil {
 		return err
 	}

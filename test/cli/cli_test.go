@@ -7,6 +7,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -203,6 +204,9 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"ping"}, 2, "wrong number of arguments"},
 		{[]string{"coordinator", "run", "--data", t.TempDir(), "--netmap-ttl", "10s"}, 2, "--netmap-ttl 10s is too short"},
 		{[]string{"coordinator", "run", "--data", t.TempDir(), "--svid-ttl", "-1h"}, 2, "--svid-ttl -1h0m0s is too short"},
+		{[]string{"coordinator", "run", "--data", t.TempDir(), "--read-header-timeout", "0s"}, 2, "--read-header-timeout 0s is too short"},
+		{[]string{"coordinator", "run", "--data", t.TempDir(), "--idle-timeout", "500ms"}, 2, "--idle-timeout 500ms is too short"},
+		{[]string{"coordinator", "run", "--data", t.TempDir(), "--max-conns", "2"}, 2, "--max-conns 2 is too small"},
 	} {
 		r := c.run(tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
@@ -211,6 +215,37 @@ func TestCLIUsageErrors(t *testing.T) {
 		if r.code == 1 && strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 			t.Errorf("mcpmesh %s: error is not one line: %q", strings.Join(tc.args, " "), r.stderr)
 		}
+	}
+}
+
+// A connection that sends nothing is closed once --read-header-timeout
+// runs out, as a slowloris client would see it: the flag reaches the
+// server (the default would hold it for 10 s).
+func TestCoordinatorRunTakesItsTimeoutFromTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	c := &cli{t: t, env: append(os.Environ(), "MCPMESH_CONFIG="+filepath.Join(dir, "admin.json"), "MCPMESH_COORDINATOR=", "MCPMESH_ADMIN=")}
+	coord := filepath.Join(dir, "coord")
+	addr := freePort(t)
+	c.ok("coordinator", "init", "--data", coord, "--trust-domain", "acme.internal")
+	c.start("coordinator", "coordinator", "run", "--data", coord, "--listen", addr, "--read-header-timeout", "1s", "--max-conns", "16")
+	var conn net.Conn
+	waitFor(t, "coordinator", func() bool {
+		var err error
+		conn, err = net.Dial("tcp", addr)
+		return err == nil
+	})
+	defer conn.Close()
+	start := time.Now()
+	if err := conn.SetReadDeadline(start.Add(8 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := conn.Read(make([]byte, 1))
+	held := time.Since(start)
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("silent connection after %s: read %d bytes, %v; want it closed", held.Round(time.Millisecond), n, err)
+	}
+	if held > 5*time.Second {
+		t.Fatalf("silent connection held for %s with --read-header-timeout 1s", held.Round(time.Millisecond))
 	}
 }
 
