@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"time"
@@ -127,6 +128,11 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	if (req.Upstream == "") == (req.Stdio == "") {
 		return nil, errors.New("an upstream is required: --upstream http://127.0.0.1:PORT/mcp or --stdio \"CMD ARGS\"")
 	}
+	if req.UpstreamUser != "" {
+		if err := checkUpstreamUser(req); err != nil {
+			return nil, err
+		}
+	}
 	if req.Lockdown {
 		if n.cfg.Firewall == nil {
 			return nil, errNoFirewall
@@ -183,6 +189,9 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
 	if req.Upstream != "" {
 		res.Warnings = exposureWarnings(req.Upstream, req.Lockdown)
+		if uid, found, err := upstreamPortOwner(req.Upstream); err == nil && found {
+			res.UpstreamOwner = describeUID(uid)
+		}
 	}
 	n.mu.Lock()
 	prev := n.mu.served
@@ -204,10 +213,11 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 
 // noteUpstreamOwner remembers which local user serves an HTTP upstream's
 // port as the node begins to serve it (at serve, and at start for the
-// saved services). A port nobody listens on yet is remembered at the first
-// connection.
-func (n *Node) noteUpstreamOwner(upstream string) {
-	u, err := url.Parse(upstream)
+// saved services): the user the request names, or else whoever serves it
+// now. A port nobody listens on yet, with no user named, is remembered at
+// the first connection.
+func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
+	u, err := url.Parse(req.Upstream)
 	if err != nil {
 		return
 	}
@@ -215,13 +225,92 @@ func (n *Node) noteUpstreamOwner(upstream string) {
 	if !ok {
 		return
 	}
-	uid, found, err := platform.LocalListenerOwner(port)
+	var uid int
+	var found bool
+	if req.UpstreamUser != "" {
+		found = true
+		if uid, err = upstreamUID(req.UpstreamUser); err != nil {
+			// Fail closed: no user has uid -1, so nothing on the port
+			// is connected to until the service is served again.
+			n.log.Error("the upstream's user is unknown; refusing to connect to its port", "service", req.Name, "err", err)
+			uid = -1
+		}
+	} else {
+		uid, found, err = platform.LocalListenerOwner(port)
+		found = found && err == nil
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.mu.upstreamOwner, port)
-	if err == nil && found {
+	if found {
 		n.mu.upstreamOwner[port] = uid
 	}
+}
+
+// checkUpstreamUser refuses to serve an upstream whose port another user
+// than the one named already holds, so that the refusal comes at serve
+// time, with the names, rather than at the first call.
+func checkUpstreamUser(req localapi.ServeRequest) error {
+	if req.Upstream == "" {
+		return errors.New("--upstream-user applies to an --upstream server; a --stdio server runs as the node itself")
+	}
+	want, err := upstreamUID(req.UpstreamUser)
+	if err != nil {
+		return err
+	}
+	uid, found, err := upstreamPortOwner(req.Upstream)
+	if err != nil {
+		return err
+	}
+	if found && uid != want {
+		return fmt.Errorf("%s is served by %s, not by %s as --upstream-user says: refused (another program holds the port)",
+			req.Upstream, describeUID(uid), describeUID(want))
+	}
+	return nil
+}
+
+// upstreamUID resolves a ServeRequest's UpstreamUser: a user name, or a
+// numeric uid (which needs no entry in the user database, as in many
+// containers).
+func upstreamUID(name string) (int, error) {
+	if uid, err := strconv.Atoi(name); err == nil {
+		if uid < 0 {
+			return 0, fmt.Errorf("upstream user %q: a uid is not negative", name)
+		}
+		return uid, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("upstream user %q: %w", name, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return 0, fmt.Errorf("upstream user %q has uid %q, not a number", name, u.Uid)
+	}
+	return uid, nil
+}
+
+// upstreamPortOwner is the local user serving the port of an HTTP
+// upstream's URL, if anyone does.
+func upstreamPortOwner(upstream string) (uid int, found bool, err error) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
+	}
+	port, ok := portOf(u.Host)
+	if !ok {
+		return 0, false, nil
+	}
+	return platform.LocalListenerOwner(port)
+}
+
+// describeUID names a uid for people: "ehr (uid 998)", or "uid 998" when
+// the user database has no name for it.
+func describeUID(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return fmt.Sprintf("%s (uid %d)", u.Username, uid)
+	}
+	return fmt.Sprintf("uid %d", uid)
 }
 
 // checkUpstreamOwner refuses a new connection to an upstream whose port is
@@ -246,7 +335,7 @@ func (n *Node) checkUpstreamOwner(hostport string) error {
 	}
 	if uid != want {
 		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "port", port, "uid", uid, "want_uid", want)
-		return fmt.Errorf("port %d is now served by uid %d, not uid %d as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", port, uid, want)
+		return fmt.Errorf("port %d is now served by %s, not %s as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", port, describeUID(uid), describeUID(want))
 	}
 	return nil
 }
@@ -314,7 +403,7 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 func (n *Node) upstreamURL(req localapi.ServeRequest) (string, error) {
 	n.stopStdio(req.Name)
 	if req.Stdio == "" {
-		n.noteUpstreamOwner(req.Upstream)
+		n.noteUpstreamOwner(req)
 		return req.Upstream, nil
 	}
 	srv, err := stdioserve.Start(req.Stdio, n.log.With("service", req.Name))

@@ -21,6 +21,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	stdio := fs.String("stdio", "", "command line of a stdio MCP server the node starts and supervises")
 	tags := fs.String("tags", "", "comma-separated service tags, e.g. tag:phi")
 	lockdown := fs.Bool("lockdown", false, "also drop packets to the upstream's port arriving on any interface but loopback (node in TUN mode, as root)")
+	upstreamUser := fs.String("upstream-user", "", "local user (name or uid) who must serve the --upstream port; another user on it is never connected to")
 	remove := fs.Bool("remove", false, "stop serving NAME")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
@@ -37,7 +38,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if (*upstream == "") == (*stdio == "") {
 		return usageError{"want exactly one of --upstream URL or --stdio \"CMD ARGS\""}
 	}
-	res, err := c.Serve(ctx, localapi.ServeRequest{Name: pos[0], Upstream: *upstream, Stdio: *stdio, Tags: splitList(*tags), Lockdown: *lockdown})
+	if *upstreamUser != "" && *upstream == "" {
+		return usageError{"--upstream-user applies to --upstream; a --stdio server runs as the node itself"}
+	}
+	res, err := c.Serve(ctx, localapi.ServeRequest{Name: pos[0], Upstream: *upstream, Stdio: *stdio, Tags: splitList(*tags), Lockdown: *lockdown, UpstreamUser: *upstreamUser})
 	if err != nil {
 		return err
 	}
@@ -45,6 +49,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "warning: %s\n", w)
 	}
 	fmt.Fprintf(e.stderr, "serving %s mesh-only at %s\n", res.Name, res.Endpoint)
+	switch {
+	case *upstream == "":
+	case res.UpstreamOwner != "" && *upstreamUser == "":
+		fmt.Fprintf(e.stderr, "upstream %s is served by %s; only that user is connected to (--upstream-user pins another)\n", *upstream, res.UpstreamOwner)
+	case res.UpstreamOwner != "":
+		fmt.Fprintf(e.stderr, "upstream %s is served by %s, as --upstream-user says\n", *upstream, res.UpstreamOwner)
+	case *upstreamUser == "":
+		fmt.Fprintf(e.stderr, "warning: nothing listens on %s yet; the first local user to serve it will be trusted (--upstream-user names the one)\n", *upstream)
+	}
 	if *lockdown {
 		fmt.Fprintf(e.stderr, "locked down: the upstream's port accepts packets from loopback only\n")
 	}

@@ -90,6 +90,13 @@ type ServeRequest struct {
 	// interface but loopback, closing off a server that also binds
 	// 0.0.0.0 (needs a node that manages the host firewall).
 	Lockdown bool `json:"lockdown,omitempty"`
+	// UpstreamUser is the local user (a name or a numeric uid) who must
+	// serve the upstream's port. Without it the node trusts whoever
+	// serves the port when it begins to serve the service (or, if nothing
+	// listens yet, at the first connection): a user who got there first
+	// would receive the calls. With it, the node never connects to the
+	// port while another user holds it.
+	UpstreamUser string `json:"upstreamUser,omitempty"`
 }
 
 // ServeResult says where the service is reachable on the mesh.
@@ -97,6 +104,11 @@ type ServeResult struct {
 	Name     string   `json:"name"`
 	Endpoint string   `json:"endpoint"`
 	Warnings []string `json:"warnings,omitempty"`
+	// UpstreamOwner says which local user serves an HTTP upstream's port
+	// now, e.g. "ehr (uid 998)"; empty when nothing listens on it yet.
+	// Shown to the admin, so that a port taken by the wrong user is seen
+	// when the service is served, not after.
+	UpstreamOwner string `json:"upstreamOwner,omitempty"`
 }
 
 // Backend is what the node daemon provides.

@@ -207,6 +207,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"coordinator", "run", "--data", t.TempDir(), "--read-header-timeout", "0s"}, 2, "--read-header-timeout 0s is too short"},
 		{[]string{"coordinator", "run", "--data", t.TempDir(), "--idle-timeout", "500ms"}, 2, "--idle-timeout 500ms is too short"},
 		{[]string{"coordinator", "run", "--data", t.TempDir(), "--max-conns", "2"}, 2, "--max-conns 2 is too small"},
+		{[]string{"serve", "docs", "--state", t.TempDir(), "--stdio", "cat", "--upstream-user", "root"}, 2, "--upstream-user applies to --upstream"},
 	} {
 		r := c.run(tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {

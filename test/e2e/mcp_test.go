@@ -87,16 +87,24 @@ func meshClient(t *testing.T, n *node.Node, name string) (*sdk.ClientSession, er
 // SDK client from the caller to service.
 func grantedClient(t *testing.T, m *meshtest.Mesh, srv *nodeT, caller, policy, service string) (*nodeT, *sdk.ClientSession) {
 	t.Helper()
-	n := m.AddNode(caller)
-	applyPolicy(t, m, policy)
-	m.WaitPeers(n, srv.Name())
-	m.WaitCatalog(n, service)
-	waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
+	n := grantedNode(t, m, srv, caller, policy, service)
 	s, err := meshClient(t, n, service)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n, s
+}
+
+// grantedNode adds the node caller, applies policy, and waits until the
+// node sees service on srv and srv holds its rules.
+func grantedNode(t *testing.T, m *meshtest.Mesh, srv *nodeT, caller, policy, service string) *nodeT {
+	t.Helper()
+	n := m.AddNode(caller)
+	applyPolicy(t, m, policy)
+	m.WaitPeers(n, srv.Name())
+	m.WaitCatalog(n, service)
+	waitFor(t, "the server's rules", func() bool { p, _ := srv.Policy(); return p != nil })
+	return n
 }
 
 func serveEHR(t *testing.T, m *meshtest.Mesh) (*ehrUpstream, *nodeT) {

@@ -25,15 +25,7 @@ import (
 // so the squatter gets nothing; the real server, back, is served again.
 func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	netnstest.RequireRoot(t) // to run the squatter as another user
-	nodejs, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node (Node.js) is needed to run the squatter as another user: %v", err)
-	}
-	srv := sdk.NewServer(&sdk.Implementation{Name: "ehr", Version: "1.0"}, nil)
-	sdk.AddTool(srv, &sdk.Tool{Name: "read_chart"}, func(_ context.Context, _ *sdk.CallToolRequest, in chartArgs) (*sdk.CallToolResult, any, error) {
-		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "chart of " + in.Patient}}}, nil, nil
-	})
-	handler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, &sdk.StreamableHTTPOptions{Stateless: true})
+	handler := chartServer()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +56,127 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 
 	// The upstream goes down, and user nobody binds its port.
 	upstream.Close()
+	squatter, out := startSquatter(t, port)
+	mustNotReach(t, out, "a call while another user held the port", call)
+
+	// The squatter goes, the real server comes back: served again.
+	stop(squatter)
+	serveOn(t, port, handler)
+	if err := call(); err != nil {
+		t.Fatalf("after the real server came back: %v", err)
+	}
+}
+
+// TestAPinnedUpstreamUserIsTheOnlyOneConnectedTo: with --upstream-user,
+// another user who holds the port first gets nothing. When it already
+// holds the port at serve time, serve is refused, naming both users; when
+// it binds the port before the real server ever started (so no owner
+// could be learnt from it), the node still never connects to it.
+func TestAPinnedUpstreamUserIsTheOnlyOneConnectedTo(t *testing.T) {
+	netnstest.RequireRoot(t) // to run the squatter as another user
+	handler := chartServer()
+	port := freeLoopbackPort(t)
+	upstream := fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+	m := meshtest.New(t, meshtest.Options{})
+	ehr := m.AddNode("ehr-server")
+	ctx := context.Background()
+
+	// The squatter holds the port at serve time: refused, and not served.
+	squatter, _ := startSquatter(t, port)
+	_, err := ehr.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: upstream, UpstreamUser: "root"})
+	if err == nil || !strings.Contains(err.Error(), "nobody (uid 65534)") || !strings.Contains(err.Error(), "root (uid 0)") {
+		t.Fatalf("serve with the port held by nobody = %v; want a refusal naming nobody (uid 65534) and root (uid 0)", err)
+	}
+	if svcs, err := m.Admin.Services(ctx); err != nil || len(svcs) != 0 {
+		t.Fatalf("services after a refused serve = %v, %v; want none", svcs, err)
+	}
+	stop(squatter)
+
+	// Nothing listens at serve time; the squatter binds first.
+	res, err := ehr.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: upstream, UpstreamUser: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UpstreamOwner != "" {
+		t.Fatalf("UpstreamOwner = %q with nothing on the port", res.UpstreamOwner)
+	}
+	squatter, out := startSquatter(t, port)
+	laptop := grantedNode(t, m, ehr, "ward-laptop", ehrPolicy, "ehr")
+	session := func() error {
+		s, err := meshClient(t, laptop, "ehr")
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+	mustNotReach(t, out, "a session on the pinned port", session)
+
+	// The real server, run by root, is connected to.
+	stop(squatter)
+	real := serveOn(t, port, handler)
+	s, err := meshClient(t, laptop, "ehr")
+	if err != nil {
+		t.Fatalf("the real server on the pinned port: %v", err)
+	}
+	if res, err := s.CallTool(ctx, &sdk.CallToolParams{Name: "read_chart", Arguments: map[string]any{"patient": "p-1"}}); err != nil || res.IsError {
+		t.Fatalf("read_chart on the real server = %v, %v", res, err)
+	}
+	res, err = ehr.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: upstream, UpstreamUser: "root"})
+	if err != nil || res.UpstreamOwner != "root (uid 0)" {
+		t.Fatalf("serve again = %+v, %v; want the owner root (uid 0)", res, err)
+	}
+
+	// The node restarts while the server is down and the squatter holds
+	// the port: the saved service keeps its pin.
+	s.Close()
+	real.Close()
+	m.StopNode("ehr-server")
+	squatter, out = startSquatter(t, port)
+	if _, err := m.StartNode("ehr-server", ""); err != nil {
+		t.Fatal(err)
+	}
+	mustNotReach(t, out, "after a restart, a session on the pinned port", session)
+	stop(squatter)
+	serveOn(t, port, handler)
+	waitFor(t, "a session with the restarted node's real upstream", func() bool { return session() == nil })
+}
+
+// chartServer is a stateless Go SDK MCP server with one tool, read_chart.
+func chartServer() http.Handler {
+	srv := sdk.NewServer(&sdk.Implementation{Name: "ehr", Version: "1.0"}, nil)
+	sdk.AddTool(srv, &sdk.Tool{Name: "read_chart"}, func(_ context.Context, _ *sdk.CallToolRequest, in chartArgs) (*sdk.CallToolResult, any, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "chart of " + in.Patient}}}, nil, nil
+	})
+	return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, &sdk.StreamableHTTPOptions{Stateless: true})
+}
+
+// mustNotReach checks that attempt fails and that the squatter, whose
+// output is out, received nothing.
+func mustNotReach(t *testing.T, out *meshtest.SyncBuffer, what string, attempt func() error) {
+	t.Helper()
+	if err := attempt(); err == nil {
+		t.Fatalf("%s went through to the squatter", what)
+	}
+	time.Sleep(100 * time.Millisecond) // for a request in flight to be printed
+	if strings.Contains(out.String(), "GOT") {
+		t.Fatalf("%s: the squatter received a request: %s", what, out.String())
+	}
+}
+
+// stop kills a squatter and waits until it is gone.
+func stop(squatter *exec.Cmd) {
+	squatter.Process.Kill()
+	squatter.Wait()
+}
+
+// startSquatter runs, as user nobody, an HTTP server on 127.0.0.1:port
+// that prints every request it gets, and waits until it listens.
+func startSquatter(t *testing.T, port int) (*exec.Cmd, *meshtest.SyncBuffer) {
+	t.Helper()
+	nodejs, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node (Node.js) is needed to run the squatter as another user: %v", err)
+	}
 	script := fmt.Sprintf(`require("http").createServer((q, s) => { console.log("GOT " + q.method + " " + q.url); s.end("{}"); }).listen(%d, "127.0.0.1", () => console.log("listening"));`, port)
 	squatter := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nodejs, "-e", script)
 	out := &meshtest.SyncBuffer{}
@@ -71,30 +184,26 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	if err := squatter.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { squatter.Process.Kill(); squatter.Wait() }()
+	t.Cleanup(func() { squatter.Process.Kill(); squatter.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			break
+			return squatter, out
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the squatter never listened: %s", out.String())
 		}
 	}
-	if err := call(); err == nil {
-		t.Fatal("a call went through while another user held the upstream's port")
-	}
-	time.Sleep(100 * time.Millisecond)
-	if strings.Contains(out.String(), "GOT") {
-		t.Fatalf("the squatter received a request: %s", out.String())
-	}
+}
 
-	// The squatter goes, the real server comes back: served again.
-	squatter.Process.Kill()
-	squatter.Wait()
-	var ln2 net.Listener
+// serveOn serves handler on 127.0.0.1:port once the port comes free.
+func serveOn(t *testing.T, port int, handler http.Handler) *http.Server {
+	t.Helper()
+	var ln net.Listener
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if ln2, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -102,9 +211,18 @@ func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 		}
 	}
 	back := &http.Server{Handler: handler}
-	go back.Serve(ln2)
-	defer back.Close()
-	if err := call(); err != nil {
-		t.Fatalf("after the real server came back: %v", err)
+	go back.Serve(ln)
+	t.Cleanup(func() { back.Close() })
+	return back
+}
+
+// freeLoopbackPort is a port nothing listens on at 127.0.0.1 just now.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
