@@ -40,26 +40,6 @@ func netDir() string {
 	return threadSelf
 }
 
-// LocalListenerOwner returns the user whose socket listens on port for
-// this host's loopback: bound to a loopback address or to every address.
-// It reads only the kernel's socket tables, not every process's file
-// descriptors, so it is cheap enough to ask before each new connection.
-func LocalListenerOwner(port uint16) (uid int, found bool, err error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	ls, err := listenSockets(netDir())
-	if err != nil {
-		return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
-	}
-	for _, l := range ls {
-		a := l.Addr.Addr().Unmap()
-		if l.Addr.Port() == port && (a.IsLoopback() || a.IsUnspecified()) {
-			return l.UID, true, nil
-		}
-	}
-	return 0, false, nil
-}
-
 // listListeners is ListListeners reading the socket tables from netDir and
 // the processes from the proc file system mounted at proc, so tests can
 // hand it a made-up tree.
