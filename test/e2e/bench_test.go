@@ -11,6 +11,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/node/auditlog"
 	"github.com/mcpmesh/mcpmesh/node/localapi"
 	"github.com/mcpmesh/mcpmesh/test/meshtest"
 )
@@ -20,10 +21,18 @@ import (
 // WireGuard over loopback, the serving node's proxy (policy, audit to disk)
 // and the upstream — against direct calls to the same upstream in the same
 // run, sequentially and with 64 concurrent sessions. b.N calls each way.
+// It runs twice: with the nodes' audit fsynced within 100 ms, as `mcpmesh
+// up` runs by default, and with every answer held until its event is
+// fsynced (`up --audit-fsync 0`).
 //
 //	go test ./test/e2e -run '^$' -bench ToolsCallAcrossMesh -benchtime 5000x
 func BenchmarkToolsCallAcrossMesh(b *testing.B) {
-	m := meshtest.New(b, meshtest.Options{})
+	b.Run("audit-fsync=100ms", func(b *testing.B) { benchAcrossMesh(b, auditlog.DefaultSyncEvery) })
+	b.Run("audit-fsync=each", func(b *testing.B) { benchAcrossMesh(b, 0) })
+}
+
+func benchAcrossMesh(b *testing.B, fsyncEvery time.Duration) {
+	m := meshtest.New(b, meshtest.Options{AuditFsyncEvery: fsyncEvery})
 	up := startEHRB(b)
 	srv := m.AddNode("ehr-server")
 	if _, err := srv.Serve(context.Background(), localapi.ServeRequest{Name: "ehr", Upstream: up}); err != nil {

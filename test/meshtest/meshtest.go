@@ -33,6 +33,10 @@ type Options struct {
 	Logger *slog.Logger
 	// AuditRetention is the coordinator's (zero keeps every event).
 	AuditRetention time.Duration
+	// AuditFsyncEvery is every node's (node.Config): zero, the strictest,
+	// holds each answer until its audit event is fsynced; `mcpmesh up`
+	// runs with auditlog.DefaultSyncEvery.
+	AuditFsyncEvery time.Duration
 }
 
 // Mesh is a coordinator and its nodes.
@@ -201,6 +205,8 @@ func (m *Mesh) startNode(dir, name, token string, newTunnel func(tunnel.Config, 
 		SocketPath:  "-",
 		Logger:      m.log.With("c", name),
 		NewTunnel:   newTunnel,
+
+		AuditFsyncEvery: m.opts.AuditFsyncEvery,
 	})
 	if err != nil {
 		return nil, err
