@@ -31,12 +31,16 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		b.Events[i].Node = c.name
 	}
-	stored, err := s.store.AppendAudit(r.Context(), c.name, s.now(), b.Events)
+	res, err := s.store.AppendAudit(r.Context(), c.name, s.now(), b.Events)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, api.AuditAck{Stored: stored})
+	if res.Reused > 0 {
+		s.log.Warn("a node sent audit events under sequence numbers it had used for others (restored from a snapshot or backup?); both are kept",
+			"node", c.name, "events", res.Reused, "up_to_seq", res.Stored)
+	}
+	writeJSON(w, http.StatusOK, api.AuditAck{Stored: res.Stored})
 }
 
 func (s *Server) handleAuditQuery(w http.ResponseWriter, r *http.Request) {

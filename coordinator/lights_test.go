@@ -83,6 +83,21 @@ func (l *lights) waitPolicy(n *meshtest.LightNode, v uint64) {
 	})
 }
 
+// auditTools counts, by tool, the events of service in the coordinator's
+// audit trail.
+func (l *lights) auditTools(service string) map[string]int {
+	l.t.Helper()
+	evs, err := l.admin.Audit(l.ctx, api.AuditQuery{Service: service})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, e := range evs {
+		got[e.Tool]++
+	}
+	return got
+}
+
 // catalogOf describes n's catalog as "name@node[tags] ...".
 func catalogOf(n *meshtest.LightNode) string {
 	nm := n.Netmap()

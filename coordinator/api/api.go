@@ -263,7 +263,8 @@ type AuditBatch struct {
 	Events []AuditEvent `json:"events"`
 }
 
-// AuditAck tells the node the highest Seq the coordinator has stored.
+// AuditAck tells the node the highest Seq of its batch: the coordinator
+// holds every event of the batch.
 type AuditAck struct {
 	Stored uint64 `json:"stored"`
 }

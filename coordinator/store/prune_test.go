@@ -93,8 +93,14 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 	}
 	// New events carry their receipt time: one received now outlives the
 	// cut whatever its own time.
-	if stored, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{{Seq: 3, Time: cut.AddDate(-5, 0, 0)}}); err != nil || stored != 3 {
-		t.Fatalf("AppendAudit after the upgrade = %d, %v; want 3", stored, err)
+	if res, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{{Seq: 3, Time: cut.AddDate(-5, 0, 0)}}); err != nil || res.Stored != 3 {
+		t.Fatalf("AppendAudit after the upgrade = %+v, %v; want 3 stored", res, err)
+	}
+	// The upgraded table keys events by variant: an event reusing the
+	// sequence of one from before the upgrade, with other content, is
+	// kept beside it.
+	if res, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{{Seq: 2, Time: cut.Add(2 * time.Hour), Tool: "other"}}); err != nil || res.Reused != 1 {
+		t.Fatalf("AppendAudit of a reused sequence after the upgrade = %+v, %v; want 1 reused", res, err)
 	}
 	s.Close()
 	s = open(t, path) // and opening it again changes nothing
@@ -102,7 +108,51 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 		t.Fatalf("PruneAudit after reopening = %d, %v; want 0", n, err)
 	}
 	left, err := s.Audit(ctx, api.AuditQuery{})
-	if err != nil || len(left) != 2 {
-		t.Fatalf("events left = %d, %v; want 2", len(left), err)
+	if err != nil || len(left) != 3 {
+		t.Fatalf("events left = %d, %v; want 3", len(left), err)
 	}
+}
+
+// AppendAudit skips an event sent again (same sequence, same content), as
+// a node does after a lost acknowledgement, and keeps one that reuses a
+// sequence with other content, as a node restored from a snapshot sends;
+// its answer is the batch's highest sequence either way.
+func TestAppendAuditKeepsEventsThatReuseASequence(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "store.db"))
+	ctx := context.Background()
+	at := time.Date(2026, 5, 1, 12, 0, 0, 123456789, time.UTC)
+	ev := func(seq uint64, tool string) api.AuditEvent {
+		return api.AuditEvent{Seq: seq, Time: at.Add(time.Duration(seq) * time.Second), Node: "server", Caller: "spiffe://td/node/a",
+			Service: "ehr", Method: "tools/call", Tool: tool, Decision: "allow", Reason: "grant", Policy: 3, LatencyUS: 12, ArgsDigest: "hmac-sha256:00", Session: "s"}
+	}
+	first := []api.AuditEvent{ev(1, "a"), ev(2, "b"), ev(3, "c")}
+	for _, tc := range []struct {
+		name       string
+		batch      []api.AuditEvent
+		stored     uint64
+		reused, in int
+	}{
+		{"first", first, 3, 0, 3},
+		{"sent again", first, 3, 0, 3},
+		{"in another time zone", []api.AuditEvent{withZone(ev(2, "b"))}, 2, 0, 3},
+		{"after a restore", []api.AuditEvent{ev(2, "b-again"), ev(3, "c-again"), ev(4, "d")}, 4, 2, 6},
+		{"after a restore, sent again", []api.AuditEvent{ev(3, "c-again"), ev(4, "d")}, 4, 0, 6},
+		{"a third variant", []api.AuditEvent{ev(3, "c-third")}, 3, 1, 7},
+	} {
+		res, err := s.AppendAudit(ctx, "server", at, tc.batch)
+		if err != nil || res.Stored != tc.stored || res.Reused != tc.reused {
+			t.Fatalf("%s: AppendAudit = %+v, %v; want %d stored, %d reused", tc.name, res, err, tc.stored, tc.reused)
+		}
+		all, err := s.Audit(ctx, api.AuditQuery{})
+		if err != nil || len(all) != tc.in {
+			t.Fatalf("%s: %d events held, %v; want %d", tc.name, len(all), err, tc.in)
+		}
+	}
+}
+
+// withZone is e with its time in another zone, as a node's JSON may
+// carry it: the same instant.
+func withZone(e api.AuditEvent) api.AuditEvent {
+	e.Time = e.Time.In(time.FixedZone("UTC+2", 2*3600))
+	return e
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -77,9 +78,24 @@ CREATE TABLE IF NOT EXISTS services (
 	tags TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS services_node ON services(node);
-CREATE TABLE IF NOT EXISTS audit (
+` + auditTable + `CREATE TABLE IF NOT EXISTS exposure (
+	node   TEXT PRIMARY KEY REFERENCES nodes(name),
+	report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+	version INTEGER PRIMARY KEY,
+	node    TEXT NOT NULL,
+	kind    TEXT NOT NULL
+);
+`
+
+// auditTable is the audit trail. An event is keyed by its node, the
+// node's sequence number and a variant: 0, unless the node sent another
+// event under that sequence before (see AppendAudit).
+const auditTable = `CREATE TABLE IF NOT EXISTS audit (
 	node      TEXT NOT NULL,
 	seq       INTEGER NOT NULL,
+	variant   INTEGER NOT NULL DEFAULT 0,
 	time      INTEGER NOT NULL,
 	caller    TEXT NOT NULL,
 	service   TEXT NOT NULL,
@@ -92,17 +108,7 @@ CREATE TABLE IF NOT EXISTS audit (
 	digest    TEXT NOT NULL,
 	session   TEXT NOT NULL,
 	received  INTEGER NOT NULL DEFAULT 0,
-	PRIMARY KEY (node, seq)
-);
-CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
-CREATE TABLE IF NOT EXISTS exposure (
-	node   TEXT PRIMARY KEY REFERENCES nodes(name),
-	report TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-	version INTEGER PRIMARY KEY,
-	node    TEXT NOT NULL,
-	kind    TEXT NOT NULL
+	PRIMARY KEY (node, seq, variant)
 );
 `
 
@@ -156,11 +162,16 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
+	if err := addAuditVariants(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
+	}
 	// Retention counts from when the coordinator received an event
 	// (PruneAudit). Events stored before that was recorded count from
 	// their own time, the best there is for them; the index makes this a
 	// no-op once done.
-	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
+	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
+		CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
 		UPDATE audit SET received = time WHERE received = 0`); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
@@ -198,31 +209,71 @@ func (s *SQLite) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	return nil
 }
 
+// addAuditVariants rebuilds an audit table made before events were keyed
+// by variant too (the key was node and sequence alone, so an event that
+// reused a sequence was dropped as a duplicate; see AppendAudit). SQLite
+// cannot change a table's key in place: the rows are copied, in one
+// transaction, into a table with the new key.
+func addAuditVariants(db *sql.DB) error {
+	has, err := hasColumn(db, "audit", "variant")
+	if err != nil || has {
+		return err
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return fmt.Errorf("key audit events by variant: %w", err)
+	}
+	defer tx.Rollback() // a no-op once committed
+	const cols = `node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received`
+	for _, q := range []string{
+		strings.Replace(auditTable, "CREATE TABLE IF NOT EXISTS audit (", "CREATE TABLE audit_by_variant (", 1),
+		`INSERT INTO audit_by_variant (` + cols + `) SELECT ` + cols + ` FROM audit`,
+		`DROP TABLE audit`,
+		`ALTER TABLE audit_by_variant RENAME TO audit`,
+	} {
+		if _, err := tx.Exec(q); err != nil {
+			return fmt.Errorf("key audit events by variant: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("key audit events by variant: %w", err)
+	}
+	return nil
+}
+
 // addColumn adds a column to a table of a store created before the column
 // existed; a store that has it already is left alone.
 func addColumn(db *sql.DB, table, column, decl string) error {
+	has, err := hasColumn(db, table, column)
+	if err != nil || has {
+		return err
+	}
+	if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + column + ` ` + decl); err != nil {
+		return fmt.Errorf("add %s.%s: %w", table, column, err)
+	}
+	return nil
+}
+
+// hasColumn reports whether table has column.
+func hasColumn(db *sql.DB, table, column string) (bool, error) {
 	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
 	if err != nil {
-		return fmt.Errorf("columns of %s: %w", table, err)
+		return false, fmt.Errorf("columns of %s: %w", table, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
-			return fmt.Errorf("columns of %s: %w", table, err)
+			return false, fmt.Errorf("columns of %s: %w", table, err)
 		}
 		if name == column {
-			return nil
+			return true, nil
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("columns of %s: %w", table, err)
+		return false, fmt.Errorf("columns of %s: %w", table, err)
 	}
-	rows.Close()
-	if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + column + ` ` + decl); err != nil {
-		return fmt.Errorf("add %s.%s: %w", table, column, err)
-	}
-	return nil
+	return false, nil
 }
 
 // CreateToken implements Store.

@@ -13,23 +13,73 @@ import (
 // maxAuditQuery bounds one audit query.
 const maxAuditQuery = 10_000
 
-// AppendAudit implements Store.
-func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (uint64, error) {
-	var stored uint64
+// AppendAudit implements Store. An event is a duplicate, and skipped,
+// only when the node already sent one with the same sequence and the
+// same content; one that reuses a sequence with other content is kept as
+// another variant.
+func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (AuditAppend, error) {
+	var res AuditAppend
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, e := range evs {
-			_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audit
-				(node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				node, e.Seq, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
+			variants, dup, err := auditVariants(ctx, tx, node, e)
+			if err != nil {
+				return err
+			}
+			res.Stored = max(res.Stored, e.Seq)
+			if dup {
+				continue
+			}
+			if variants > 0 {
+				res.Reused++
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO audit
+				(node, seq, variant, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				node, e.Seq, variants, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
 				e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano())
 			if err != nil {
 				return fmt.Errorf("store: insert audit event: %w", err)
 			}
 		}
-		return tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit WHERE node = ?`, node).Scan(&stored)
+		return nil
 	})
-	return stored, err
+	if err != nil {
+		return AuditAppend{}, err
+	}
+	return res, nil
+}
+
+// auditVariants counts the events node already sent under e's sequence
+// and reports whether one of them is e.
+func auditVariants(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent) (n int, dup bool, err error) {
+	rows, err := tx.QueryContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
+		FROM audit WHERE node = ? AND seq = ?`, node, e.Seq)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: look up audit event: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var o api.AuditEvent
+		var t int64
+		if err := rows.Scan(&t, &o.Caller, &o.Service, &o.Method, &o.Tool, &o.Decision, &o.Reason,
+			&o.Policy, &o.LatencyUS, &o.ArgsDigest, &o.Session); err != nil {
+			return 0, false, fmt.Errorf("store: look up audit event: %w", err)
+		}
+		n++
+		o.Seq, o.Time, o.Node = e.Seq, time.Unix(0, t), e.Node
+		dup = dup || (t == e.Time.UnixNano() && o == withoutTime(e, o.Time))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("store: look up audit event: %w", err)
+	}
+	return n, dup, nil
+}
+
+// withoutTime is e with t for its time, so that two events compare by
+// their other fields (time.Time values compare by location too).
+func withoutTime(e api.AuditEvent, t time.Time) api.AuditEvent {
+	e.Time = t
+	return e
 }
 
 // Audit implements Store.

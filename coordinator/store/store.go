@@ -172,18 +172,19 @@ type Store interface {
 	SetServices(ctx context.Context, node string, svcs []Service) (version uint64, changed bool, err error)
 	// Services lists every published service.
 	Services(ctx context.Context) ([]Service, error)
-	// AppendAudit stores a node's audit events, ignoring any it already
-	// has, and returns the highest sequence stored for the node. received
+	// AppendAudit stores a node's audit events, ignoring those it already
+	// has (same sequence, same content). An event that reuses a sequence
+	// with other content is stored too, as another variant: a node
+	// restored from a snapshot numbers its next events from the
+	// snapshot's, and none of them may be lost as a duplicate. received
 	// is the coordinator's time: retention counts from it, because an
 	// event's own time is the node's clock, which may be wrong by years.
-	AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (uint64, error)
+	AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (AuditAppend, error)
 	// Audit returns the newest events matching q, newest first.
 	Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent, error)
 	// PruneAudit deletes the events received before before (AppendAudit's
 	// received, not the event's own time) and returns how many it
-	// deleted. The highest sequence stored for a node (AppendAudit's
-	// answer) may fall with them, which a node takes in its stride: it
-	// only ever acts on a sequence higher than its last ack.
+	// deleted.
 	PruneAudit(ctx context.Context, before time.Time) (int64, error)
 	// SetExposure replaces a node's exposure report.
 	SetExposure(ctx context.Context, r api.ExposureReport) error
@@ -191,6 +192,16 @@ type Store interface {
 	Exposure(ctx context.Context) ([]api.ExposureReport, error)
 	// Close releases the database.
 	Close() error
+}
+
+// AuditAppend is what AppendAudit did with a batch.
+type AuditAppend struct {
+	// Stored is the highest sequence of the batch: every event of it is
+	// stored once AppendAudit returns without error.
+	Stored uint64
+	// Reused counts the events stored under a sequence the node had
+	// already sent with other content.
+	Reused int
 }
 
 // ErrServiceTaken is returned when a service name is published by another node.

@@ -73,6 +73,9 @@ type Log struct {
 	syncEvery time.Duration
 
 	compactOver, keepAcked int64 // SetCompaction
+	// warnShipAfter is how long shipping fails before Ship warns
+	// (warnShipFailuresAfter; tests shorten it).
+	warnShipAfter time.Duration
 
 	sync struct {
 		sync.Mutex
@@ -119,7 +122,7 @@ func Open(dir string, log *slog.Logger, syncEvery time.Duration) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditlog: %w", err)
 	}
-	l := &Log{dir: dir, log: log, syncEvery: syncEvery, compactOver: DefaultCompactOver, keepAcked: DefaultKeepAcked}
+	l := &Log{dir: dir, log: log, syncEvery: syncEvery, compactOver: DefaultCompactOver, keepAcked: DefaultKeepAcked, warnShipAfter: warnShipFailuresAfter}
 	// A compaction that a crash cut short left only its unfinished copy.
 	if err := os.Remove(filepath.Join(dir, fileNext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("auditlog: %w", err)
@@ -470,11 +473,20 @@ func (l *Log) Stats() (written, acked uint64) {
 	return l.mu.seq, l.mu.acked
 }
 
+// warnShipFailuresAfter is how long shipping fails before the log says so
+// at Warn (each failure is logged at Debug).
+const warnShipFailuresAfter = time.Minute
+
 // Ship sends pending events with send until ctx ends, waking on every new
 // event and retrying failures with backoff. send returns the highest
 // sequence the coordinator stored.
 func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEvent) (uint64, error)) {
 	retry := time.Second
+	// A failure now and then (a coordinator restart) is routine; one that
+	// lasts means the trail is not leaving this node, which an operator
+	// must hear of, once per streak.
+	var failingSince time.Time
+	warned := false
 	for {
 		evs, err := l.Pending(maxBatch)
 		if err == nil && len(evs) > 0 {
@@ -489,6 +501,10 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 				err = fmt.Errorf("auditlog: the coordinator stored none of %d events (up to seq %d)", len(evs), evs[len(evs)-1].Seq)
 			}
 			if err == nil {
+				if warned {
+					l.log.Info("audit events reach the coordinator again", "after", time.Since(failingSince).Round(time.Second))
+				}
+				failingSince, warned = time.Time{}, false
 				if cerr := l.compact(); cerr != nil {
 					l.log.Warn("audit log compaction failed; the file keeps growing until one succeeds", "err", cerr)
 				}
@@ -498,6 +514,15 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 		}
 		wait := 30 * time.Second
 		if err != nil {
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if !warned && time.Since(failingSince) >= l.warnShipAfter {
+				written, acked := l.Stats()
+				l.log.Warn("audit events are not reaching the coordinator; they stay in the node's file until they do",
+					"for", time.Since(failingSince).Round(time.Second), "unshipped", written-acked, "err", err)
+				warned = true
+			}
 			l.log.Debug("audit shipping failed; retrying", "err", err, "in", retry)
 			wait, retry = retry, min(retry*2, 30*time.Second)
 		}
