@@ -155,6 +155,16 @@ func Open(dir string, log *slog.Logger, syncEvery time.Duration) (*Log, error) {
 			return nil, fmt.Errorf("auditlog: %s: %w", fileAcked, err)
 		}
 	}
+	if l.mu.acked > l.mu.seq {
+		// The coordinator acknowledged events the file no longer holds:
+		// it was deleted or replaced by an older copy. Numbering the
+		// next events from the file would give them sequences already
+		// acknowledged, and they would never be shipped; they follow the
+		// acknowledged ones instead.
+		log.Warn("the audit file holds fewer events than the coordinator acknowledged (deleted, or an older copy?); numbering continues after them",
+			"file_last_seq", l.mu.seq, "acknowledged", l.mu.acked)
+		l.mu.seq = l.mu.acked
+	}
 	// Find where the unacknowledged events start, once.
 	acked := l.mu.acked
 	_, offs, err := l.readFrom(0, func(ev *api.AuditEvent) bool { return ev.Seq <= acked }, math.MaxInt)

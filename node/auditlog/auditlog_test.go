@@ -180,3 +180,32 @@ func TestGroupCommitCoversEveryEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An audit file deleted (or replaced by an older copy) while its
+// acknowledgement stays: the next events follow the acknowledged ones,
+// so they are shipped, not taken for events the coordinator has.
+func TestEventsAfterALostFileAreShipped(t *testing.T) {
+	dir := t.TempDir()
+	l := openWith(t, dir, "a", "b", "c")
+	if err := l.Ack(3); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if err := os.Remove(filepath.Join(dir, "audit.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	l = openWith(t, dir, "after")
+	evs, err := l.Pending(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Tool != "after" || evs[0].Seq != 4 {
+		t.Fatalf("pending after the file was lost: %+v; want the new event as seq 4", evs)
+	}
+	l.Close()
+	// And the numbering holds across the next restart.
+	l = openWith(t, dir, "later")
+	if evs, err := l.Pending(100); err != nil || len(evs) != 2 || evs[1].Seq != 5 {
+		t.Fatalf("pending after a restart: %+v, %v; want seqs 4 and 5", evs, err)
+	}
+}
