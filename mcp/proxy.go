@@ -91,11 +91,12 @@ type Config struct {
 	// A larger body gets a JSON-RPC error and is never forwarded.
 	MaxMessageBytes int64
 	// CheckUpstream, when set, is asked about every new connection the
-	// default transport makes to an upstream (host:port), and an error
-	// refuses it: the node checks that the port is still served by the
-	// local user who served it when mcpmesh began, and not by another user
-	// who bound it while the upstream was down.
-	CheckUpstream func(hostport string) error
+	// default transport makes to an upstream, with the address the
+	// connection reached (ip:port, once it is made), and an error refuses
+	// it before anything is sent: the node checks that the port is still
+	// served by the local user who served it when mcpmesh began, and not
+	// by another user who bound it while the upstream was down.
+	CheckUpstream func(remote string) error
 	// MaxConnsPerSource bounds the connections one source address may
 	// hold open to Serve at once (default DefaultMaxConnsPerSource).
 	MaxConnsPerSource int

@@ -35,9 +35,9 @@ import (
 // to support.
 type upstreamTransport struct {
 	dialer      net.Dialer
-	check       func(addr string) error // on each new connection (Config.CheckUpstream)
-	maxIdle     int                     // idle connections kept per address
-	idleTimeout time.Duration           // an idle connection older than this is closed
+	check       func(remote string) error // on each new connection, with its peer's address (Config.CheckUpstream)
+	maxIdle     int                       // idle connections kept per address
+	idleTimeout time.Duration             // an idle connection older than this is closed
 
 	mu     sync.Mutex
 	idle   map[string][]*upstreamConn // by host:port, most recently used last
@@ -222,8 +222,9 @@ func (t *upstreamTransport) get(ctx context.Context, addr string) (*upstreamConn
 	}
 	if t.check != nil {
 		// After the connection is made: it is the listener that accepted
-		// it whose owner must be the right one.
-		if err := t.check(addr); err != nil {
+		// it, at the address it reached, whose owner must be the right
+		// one.
+		if err := t.check(c.RemoteAddr().String()); err != nil {
 			c.Close()
 			return nil, false, fmt.Errorf("upstream %s: %w", addr, err)
 		}

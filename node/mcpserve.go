@@ -189,7 +189,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
 	if req.Upstream != "" {
 		res.Warnings = exposureWarnings(req.Upstream, req.Lockdown)
-		if uid, found, err := upstreamPortOwner(req.Upstream); err == nil && found {
+		if _, uid, found, err := upstreamOwner(req.Upstream); err == nil && found {
 			res.UpstreamOwner = describeUID(uid)
 		}
 	}
@@ -217,16 +217,10 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 // now. A port nobody listens on yet, with no user named, is remembered at
 // the first connection.
 func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
-	u, err := url.Parse(req.Upstream)
-	if err != nil {
+	port, uid, found, err := upstreamOwner(req.Upstream)
+	if port == 0 {
 		return
 	}
-	port, ok := portOf(u.Host)
-	if !ok {
-		return
-	}
-	var uid int
-	var found bool
 	if req.UpstreamUser != "" {
 		found = true
 		if uid, err = upstreamUID(req.UpstreamUser); err != nil {
@@ -236,7 +230,6 @@ func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
 			uid = -1
 		}
 	} else {
-		uid, found, err = platform.LocalListenerOwner(port)
 		found = found && err == nil
 	}
 	n.mu.Lock()
@@ -258,7 +251,7 @@ func checkUpstreamUser(req localapi.ServeRequest) error {
 	if err != nil {
 		return err
 	}
-	uid, found, err := upstreamPortOwner(req.Upstream)
+	_, uid, found, err := upstreamOwner(req.Upstream)
 	if err != nil {
 		return err
 	}
@@ -290,18 +283,29 @@ func upstreamUID(name string) (int, error) {
 	return uid, nil
 }
 
-// upstreamPortOwner is the local user serving the port of an HTTP
-// upstream's URL, if anyone does.
-func upstreamPortOwner(upstream string) (uid int, found bool, err error) {
+// upstreamOwner is the local user whose socket takes connections to an
+// HTTP upstream's URL now, if any does, and the URL's port (0 when it has
+// none). For "localhost", either loopback address, IPv4 first, as the
+// dialer tries them.
+func upstreamOwner(upstream string) (port uint16, uid int, found bool, err error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
-		return 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
+		return 0, 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
 	}
 	port, ok := portOf(u.Host)
 	if !ok {
-		return 0, false, nil
+		return 0, 0, false, nil
 	}
-	return platform.LocalListenerOwner(port)
+	addrs := []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		addrs = []netip.Addr{a}
+	}
+	for _, a := range addrs {
+		if uid, found, err = platform.LocalListenerOwner(netip.AddrPortFrom(a, port)); err != nil || found {
+			return port, uid, found, err
+		}
+	}
+	return port, 0, false, nil
 }
 
 // describeUID names a uid for people: "ehr (uid 998)", or "uid 998" when
@@ -317,15 +321,16 @@ func describeUID(uid int) string {
 // now served by another local user than the one who served it when the
 // node began: a user who bound the port while the real server was down
 // would otherwise receive the calls the policy allowed, and answer them.
-func (n *Node) checkUpstreamOwner(hostport string) error {
-	port, ok := portOf(hostport)
-	if !ok {
-		return nil
+func (n *Node) checkUpstreamOwner(remote string) error {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return nil // not an IP connection: nothing to compare
 	}
-	uid, found, err := platform.LocalListenerOwner(port)
+	uid, found, err := platform.LocalListenerOwner(ap)
 	if err != nil || !found {
 		return nil // nothing to compare (not Linux, or it went away)
 	}
+	port := ap.Port()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	want, known := n.mu.upstreamOwner[port]
@@ -334,8 +339,8 @@ func (n *Node) checkUpstreamOwner(hostport string) error {
 		return nil
 	}
 	if uid != want {
-		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "port", port, "uid", uid, "want_uid", want)
-		return fmt.Errorf("port %d is now served by %s, not %s as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", port, describeUID(uid), describeUID(want))
+		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "upstream", ap, "uid", uid, "want_uid", want)
+		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", ap, describeUID(uid), describeUID(want))
 	}
 	return nil
 }

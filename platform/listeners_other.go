@@ -2,6 +2,8 @@
 
 package platform
 
+import "net/netip"
+
 // TODO: macOS can list listeners with sysctl net.inet.tcp.pcblist_n and
 // map them to processes with proc_pidinfo; until then the exposure audit
 // is Linux-only.
@@ -13,4 +15,4 @@ func ListListeners() ([]Listener, error) { return nil, unsupported("list listeni
 
 // LocalListenerOwner is not implemented on this system: nothing is found,
 // so no owner is checked.
-func LocalListenerOwner(uint16) (uid int, found bool, err error) { return 0, false, nil }
+func LocalListenerOwner(netip.AddrPort) (uid int, found bool, err error) { return 0, false, nil }

@@ -11,8 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LocalListenerOwner returns the user whose socket listens on port for
-// this host's loopback: bound to a loopback address or to every address.
+// LocalListenerOwner returns the user whose socket on this host accepts
+// TCP connections to dst (an address of this host, such as a loopback
+// upstream's): of the sockets listening on dst's port, the one the kernel
+// picks, bound to dst's address rather than to every address, an IPv4
+// socket rather than an IPv6 one that also takes IPv4.
 //
 // It is asked before every new connection to an upstream, so it asks the
 // kernel (NETLINK_SOCK_DIAG) for the listeners on that one port: the
@@ -25,34 +28,75 @@ import (
 //
 // vishvananda/netlink carries the request, but its socket dumps ask for
 // every state and every port, which is the cost avoided here; the request
-// and the answer's fixed layout (linux/inet_diag.h) are written here.
-func LocalListenerOwner(port uint16) (uid int, found bool, err error) {
+// and the answer's layout (linux/inet_diag.h) are written here.
+func LocalListenerOwner(dst netip.AddrPort) (uid int, found bool, err error) {
 	runtime.LockOSThread() // both families from one thread's namespace
 	defer runtime.UnlockOSThread()
+	var all []diagListener
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := diagListeners(family, port)
+		ls, err := diagListeners(family, dst.Port())
 		if err != nil {
 			if family == unix.AF_INET6 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT)) {
 				continue // the kernel runs without IPv6
 			}
-			return 0, false, fmt.Errorf("platform: listener of port %d: %w", port, err)
+			return 0, false, fmt.Errorf("platform: listener of %s: %w", dst, err)
 		}
-		for _, l := range ls {
-			a := l.Addr.Addr().Unmap()
-			if l.Addr.Port() == port && (a.IsLoopback() || a.IsUnspecified()) {
-				return l.UID, true, nil
-			}
+		all = append(all, ls...)
+	}
+	best, bestRank := Listener{}, 0
+	for _, l := range all {
+		if r := acceptRank(l, dst); r > bestRank {
+			best, bestRank = l.Listener, r
 		}
 	}
-	return 0, false, nil
+	return best.UID, bestRank > 0, nil
+}
+
+// diagListener is a listening socket as sock_diag describes it.
+type diagListener struct {
+	Listener
+	// v6Only is an IPv6 socket that takes no IPv4 connections.
+	v6Only bool
+}
+
+// acceptRank ranks how the kernel would pick l for a connection to dst:
+// 0 when it would not, and higher for a socket bound to dst's own address
+// than for one bound to every address, and for an IPv4 socket than for
+// an IPv6 one taking IPv4 (the order of the kernel's listener scores).
+func acceptRank(l diagListener, dst netip.AddrPort) int {
+	if l.Addr.Port() != dst.Port() {
+		return 0
+	}
+	la, d := l.Addr.Addr(), dst.Addr().Unmap()
+	switch {
+	case d.Is4() && la.Is4():
+		switch {
+		case la == d:
+			return 4
+		case la.IsUnspecified():
+			return 3
+		}
+	case d.Is4() && la.Is4In6() && la.Unmap() == d:
+		return 2
+	case d.Is4() && la == netip.IPv6Unspecified() && !l.v6Only:
+		return 1
+	case d.Is6() && la.Is6() && !la.Is4In6():
+		switch {
+		case la == d:
+			return 4
+		case la.IsUnspecified():
+			return 3
+		}
+	}
+	return 0
 }
 
 // diagListeners asks the kernel for the TCP sockets of family listening
 // on port (its listening table alone: the states mask holds LISTEN only).
-func diagListeners(family uint8, port uint16) ([]Listener, error) {
+func diagListeners(family uint8, port uint16) ([]diagListener, error) {
 	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 	req.AddData(diagRequest{family: family, port: port})
-	var ls []Listener
+	var ls []diagListener
 	var perr error
 	err := req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
 		l, ok, err := parseInetDiagMsg(msg)
@@ -102,15 +146,20 @@ func (r diagRequest) Serialize() []byte {
 // retrans, inet_diag_sockid (48 bytes), expires, rqueue, wqueue, uid, inode.
 const sizeofInetDiagMsg = 72
 
-// parseInetDiagMsg reads one struct inet_diag_msg (attributes after it
-// are ignored). ok is false for a socket that is not listening, which
-// the request did not ask for.
-func parseInetDiagMsg(b []byte) (l Listener, ok bool, err error) {
+// inetDiagSKV6Only is INET_DIAG_SKV6ONLY, the attribute that says whether
+// an IPv6 socket takes no IPv4 connections; the kernel sends it for every
+// listening IPv6 socket.
+const inetDiagSKV6Only = 11
+
+// parseInetDiagMsg reads one struct inet_diag_msg and the attribute
+// INET_DIAG_SKV6ONLY after it (others are skipped). ok is false for a
+// socket that is not listening, which the request did not ask for.
+func parseInetDiagMsg(b []byte) (l diagListener, ok bool, err error) {
 	if len(b) < sizeofInetDiagMsg {
-		return Listener{}, false, fmt.Errorf("inet_diag_msg of %d bytes, want at least %d", len(b), sizeofInetDiagMsg)
+		return diagListener{}, false, fmt.Errorf("inet_diag_msg of %d bytes, want at least %d", len(b), sizeofInetDiagMsg)
 	}
 	if b[1] != tcpStateListen {
-		return Listener{}, false, nil
+		return diagListener{}, false, nil
 	}
 	port := binary.BigEndian.Uint16(b[4:6])
 	var addr netip.Addr
@@ -120,11 +169,24 @@ func parseInetDiagMsg(b []byte) (l Listener, ok bool, err error) {
 	case unix.AF_INET6:
 		addr = netip.AddrFrom16([16]byte(b[8:24]))
 	default:
-		return Listener{}, false, fmt.Errorf("inet_diag_msg of family %d", b[0])
+		return diagListener{}, false, fmt.Errorf("inet_diag_msg of family %d", b[0])
 	}
-	return Listener{
+	l = diagListener{Listener: Listener{
 		Addr:  netip.AddrPortFrom(addr, port),
 		UID:   int(binary.NativeEndian.Uint32(b[64:68])),
 		Inode: uint64(binary.NativeEndian.Uint32(b[68:72])),
-	}, true, nil
+	}}
+	// struct rtattr: length (header included), type, then the value,
+	// each attribute padded to 4 bytes.
+	for rest := b[sizeofInetDiagMsg:]; len(rest) >= 4; {
+		n := int(binary.NativeEndian.Uint16(rest[0:2]))
+		if n < 4 || n > len(rest) {
+			return diagListener{}, false, fmt.Errorf("inet_diag attribute of length %d in %d bytes", n, len(rest))
+		}
+		if binary.NativeEndian.Uint16(rest[2:4]) == inetDiagSKV6Only && n >= 5 {
+			l.v6Only = rest[4] != 0
+		}
+		rest = rest[min((n+3)&^3, len(rest)):]
+	}
+	return l, true, nil
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,15 +12,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LocalListenerOwner finds this process's user behind loopback and
-// wildcard listeners, and nothing behind a free port or a connection's
-// port; on every loopback or wildcard listener of the host it agrees with
-// the kernel's socket tables as /proc shows them.
+// LocalListenerOwner finds this process's user behind the listener that
+// takes connections to an address, and nothing where no listener would:
+// a free port, a connection's port, an address the listener is not bound
+// to, the other IP version than it takes. On every loopback or wildcard
+// listener of the host it agrees with the kernel's socket tables as /proc
+// shows them.
 func TestLocalListenerOwnerFindsTheListenersUser(t *testing.T) {
-	var ports []uint16
-	for _, addr := range []string{"127.0.0.1:0", "[::1]:0", "[::]:0", "0.0.0.0:0"} {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil && strings.HasPrefix(addr, "[") {
+	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()
+	for _, tc := range []struct {
+		network, listen string
+		takes           []netip.Addr
+		doesNotTake     []netip.Addr
+	}{
+		{"tcp4", "127.0.0.1:0", []netip.Addr{v4}, []netip.Addr{v6, netip.MustParseAddr("127.0.0.2")}},
+		{"tcp4", "0.0.0.0:0", []netip.Addr{v4, netip.MustParseAddr("127.0.0.2")}, []netip.Addr{v6}},
+		{"tcp6", "[::1]:0", []netip.Addr{v6}, []netip.Addr{v4}},
+		{"tcp", "[::]:0", []netip.Addr{v6, v4}, nil}, // Go's wildcard listener takes IPv4 too
+	} {
+		ln, err := net.Listen(tc.network, tc.listen)
+		if err != nil && strings.HasPrefix(tc.listen, "[") {
 			t.Logf("no IPv6: %v", err)
 			continue
 		}
@@ -29,23 +39,33 @@ func TestLocalListenerOwnerFindsTheListenersUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
-	}
-	for _, p := range ports {
-		if uid, found, err := LocalListenerOwner(p); err != nil || !found || uid != os.Getuid() {
-			t.Errorf("LocalListenerOwner(%d) = %d, %v, %v; want %d, true", p, uid, found, err, os.Getuid())
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		for _, a := range tc.takes {
+			dst := netip.AddrPortFrom(a, port)
+			if uid, found, err := LocalListenerOwner(dst); err != nil || !found || uid != os.Getuid() {
+				t.Errorf("listening on %s: LocalListenerOwner(%s) = %d, %v, %v; want %d, true", ln.Addr(), dst, uid, found, err, os.Getuid())
+			}
+		}
+		for _, a := range tc.doesNotTake {
+			dst := netip.AddrPortFrom(a, port)
+			if uid, found, err := LocalListenerOwner(dst); err != nil || found {
+				t.Errorf("listening on %s: LocalListenerOwner(%s) = %d, %v, %v; want nothing found", ln.Addr(), dst, uid, found, err)
+			}
 		}
 	}
-	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0]))))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	client := uint16(c.LocalAddr().(*net.TCPAddr).Port)
-	free := freePort(t)
-	for _, p := range []uint16{client, free} {
-		if uid, found, err := LocalListenerOwner(p); err != nil || found {
-			t.Errorf("LocalListenerOwner(%d), a port nothing listens on = %d, %v, %v; want not found", p, uid, found, err)
+	for _, p := range []uint16{uint16(c.LocalAddr().(*net.TCPAddr).Port), freePort(t)} {
+		if uid, found, err := LocalListenerOwner(netip.AddrPortFrom(v4, p)); err != nil || found {
+			t.Errorf("LocalListenerOwner(127.0.0.1:%d), a port nothing listens on = %d, %v, %v; want not found", p, uid, found, err)
 		}
 	}
 
@@ -55,11 +75,48 @@ func TestLocalListenerOwnerFindsTheListenersUser(t *testing.T) {
 	}
 	for _, l := range ls {
 		a := l.Addr.Addr().Unmap()
-		if !a.IsLoopback() && !a.IsUnspecified() {
+		switch {
+		case a == netip.IPv4Unspecified():
+			a = v4
+		case a == netip.IPv6Unspecified():
+			a = v6
+		case !a.IsLoopback():
 			continue
 		}
-		if uid, found, err := LocalListenerOwner(l.Addr.Port()); err != nil || !found || uid != l.UID {
-			t.Errorf("LocalListenerOwner(%d) = %d, %v, %v; /proc/net says uid %d listens on %s", l.Addr.Port(), uid, found, err, l.UID, l.Addr)
+		dst := netip.AddrPortFrom(a, l.Addr.Port())
+		if uid, found, err := LocalListenerOwner(dst); err != nil || !found || uid != l.UID {
+			t.Errorf("LocalListenerOwner(%s) = %d, %v, %v; /proc/net says uid %d listens on %s", dst, uid, found, err, l.UID, l.Addr)
+		}
+	}
+}
+
+// acceptRank follows the kernel's choice among listeners on one port.
+func TestAcceptRankPrefersTheBoundAddressThenIPv4(t *testing.T) {
+	l := func(addr string, v6Only bool) diagListener {
+		return diagListener{Listener: Listener{Addr: netip.MustParseAddrPort(addr)}, v6Only: v6Only}
+	}
+	for _, tc := range []struct {
+		l    diagListener
+		dst  string
+		want int
+	}{
+		{l("127.0.0.1:80", false), "127.0.0.1:80", 4},
+		{l("0.0.0.0:80", false), "127.0.0.1:80", 3},
+		{l("[::ffff:127.0.0.1]:80", false), "127.0.0.1:80", 2},
+		{l("[::]:80", false), "127.0.0.1:80", 1},
+		{l("[::]:80", true), "127.0.0.1:80", 0},
+		{l("127.0.0.1:80", false), "127.0.0.1:81", 0},
+		{l("127.0.0.1:80", false), "127.0.0.2:80", 0},
+		{l("127.0.0.1:80", false), "[::1]:80", 0},
+		{l("0.0.0.0:80", false), "[::1]:80", 0},
+		{l("[::1]:80", false), "[::1]:80", 4},
+		{l("[::]:80", true), "[::1]:80", 3},
+		{l("[::1]:80", false), "127.0.0.1:80", 0},
+		{l("[::ffff:127.0.0.1]:80", false), "[::1]:80", 0},
+		{l("0.0.0.0:80", false), "[::ffff:127.0.0.1]:80", 3}, // a mapped destination is IPv4
+	} {
+		if got := acceptRank(tc.l, netip.MustParseAddrPort(tc.dst)); got != tc.want {
+			t.Errorf("acceptRank(%s v6only=%v, %s) = %d, want %d", tc.l.Addr, tc.l.v6Only, tc.dst, got, tc.want)
 		}
 	}
 }
@@ -75,8 +132,10 @@ func freePort(t testing.TB) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
-// formatInetDiagMsg is the kernel's side of parseInetDiagMsg.
-func formatInetDiagMsg(l Listener, state uint8) []byte {
+// formatInetDiagMsg is the kernel's side of parseInetDiagMsg: the message,
+// then for an IPv6 socket its INET_DIAG_SKV6ONLY attribute, after another
+// attribute the parser skips.
+func formatInetDiagMsg(l diagListener, state uint8) []byte {
 	b := make([]byte, sizeofInetDiagMsg)
 	a := l.Addr.Addr()
 	if a.Is4() {
@@ -90,39 +149,44 @@ func formatInetDiagMsg(l Listener, state uint8) []byte {
 	binary.BigEndian.PutUint16(b[4:6], l.Addr.Port())
 	binary.NativeEndian.PutUint32(b[64:68], uint32(l.UID))
 	binary.NativeEndian.PutUint32(b[68:72], uint32(l.Inode))
+	attr := func(typ uint16, val ...byte) {
+		h := make([]byte, 4)
+		binary.NativeEndian.PutUint16(h[0:2], uint16(4+len(val)))
+		binary.NativeEndian.PutUint16(h[2:4], typ)
+		b = append(append(b, h...), val...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	attr(5, 0) // INET_DIAG_TOS
+	if !a.Is4() {
+		v := byte(0)
+		if l.v6Only {
+			v = 1
+		}
+		attr(inetDiagSKV6Only, v)
+	}
 	return b
 }
 
-// FuzzParseInetDiagMsg: no input panics; what parses formats back to the
-// same bytes (its first 72), and short input is an error.
+// FuzzParseInetDiagMsg: no input panics, short input is an error, and
+// what the kernel's layout says reads back as itself.
 func FuzzParseInetDiagMsg(f *testing.F) {
-	f.Add(formatInetDiagMsg(Listener{Addr: netip.MustParseAddrPort("127.0.0.1:9000"), UID: 998, Inode: 7}, tcpStateListen))
-	f.Add(formatInetDiagMsg(Listener{Addr: netip.MustParseAddrPort("[::]:443"), UID: 0, Inode: 1}, tcpStateListen))
-	f.Add(formatInetDiagMsg(Listener{Addr: netip.MustParseAddrPort("[::ffff:127.0.0.1]:80"), UID: 65534}, tcpStateListen))
-	f.Add([]byte{2, 10, 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		l, ok, err := parseInetDiagMsg(b)
-		if len(b) < sizeofInetDiagMsg && err == nil {
-			t.Fatalf("%d bytes parsed", len(b))
+	f.Add(formatInetDiagMsg(diagListener{Listener: Listener{Addr: netip.MustParseAddrPort("127.0.0.1:9000"), UID: 998, Inode: 7}}, tcpStateListen), "127.0.0.1:9000", uint32(998), false)
+	f.Add(formatInetDiagMsg(diagListener{Listener: Listener{Addr: netip.MustParseAddrPort("[::]:443"), UID: 0, Inode: 1}, v6Only: true}, tcpStateListen), "[::]:443", uint32(0), true)
+	f.Add([]byte{2, 10, 0}, "[::ffff:127.0.0.1]:80", uint32(65534), false)
+	f.Fuzz(func(t *testing.T, b []byte, addr string, uid uint32, v6Only bool) {
+		if l, ok, err := parseInetDiagMsg(b); len(b) < sizeofInetDiagMsg && (err == nil || ok) {
+			t.Fatalf("%d bytes parsed: %+v", len(b), l)
 		}
-		if !ok {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || ap.Addr().Zone() != "" {
 			return
 		}
-		want := make([]byte, sizeofInetDiagMsg)
-		copy(want, b)
-		// Fields the parser does not read are zero in the formatted form.
-		for i := 2; i < 4; i++ {
-			want[i] = 0
-		}
-		for i := 6; i < 8; i++ {
-			want[i] = 0
-		}
-		if l.Addr.Addr().Is4() {
-			clear(want[12:24])
-		}
-		clear(want[24:64])
-		if got := formatInetDiagMsg(l, b[1]); string(got) != string(want) {
-			t.Fatalf("parsed %+v, formats back as\n%x\nwant\n%x", l, got, want)
+		want := diagListener{Listener: Listener{Addr: ap, UID: int(uid), Inode: uint64(uid) / 3}, v6Only: v6Only && !ap.Addr().Is4()}
+		got, ok, err := parseInetDiagMsg(formatInetDiagMsg(want, tcpStateListen))
+		if err != nil || !ok || got != want {
+			t.Fatalf("read back %+v, %v, %v; want %+v", got, ok, err, want)
 		}
 	})
 }
@@ -174,7 +238,7 @@ func BenchmarkLocalListenerOwner(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		t0 := time.Now()
-		if _, found, err := LocalListenerOwner(port); err != nil || !found {
+		if _, found, err := LocalListenerOwner(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)); err != nil || !found {
 			b.Fatalf("LocalListenerOwner: %v, %v", found, err)
 		}
 		t1 := time.Now()

@@ -102,13 +102,7 @@ func TestAPinnedUpstreamUserIsTheOnlyOneConnectedTo(t *testing.T) {
 	}
 	squatter, out := startSquatter(t, port)
 	laptop := grantedNode(t, m, ehr, "ward-laptop", ehrPolicy, "ehr")
-	session := func() error {
-		s, err := meshClient(t, laptop, "ehr")
-		if err == nil {
-			s.Close()
-		}
-		return err
-	}
+	session := opensSession(t, laptop, "ehr")
 	mustNotReach(t, out, "a session on the pinned port", session)
 
 	// The real server, run by root, is connected to.
@@ -150,6 +144,59 @@ func chartServer() http.Handler {
 	return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, &sdk.StreamableHTTPOptions{Stateless: true})
 }
 
+// TestASquatterOnTheUpstreamsOwnAddressGetsNothing: the upstream is
+// served on [::1], where its server listens on every IPv6 address, and
+// also on IPv4's 0.0.0.0 as root. When the server goes, another user binds
+// [::1] on the port; the connection reaches it, not root's IPv4 socket,
+// and the node, which checks the listener that took the connection (not
+// any listener of the port), refuses it.
+func TestASquatterOnTheUpstreamsOwnAddressGetsNothing(t *testing.T) {
+	netnstest.RequireRoot(t) // to run the squatter as another user
+	handler := chartServer()
+	port := freeLoopbackPort(t)
+	v6, err := net.Listen("tcp6", fmt.Sprintf("[::1]:%d", port))
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err) // CI's machines have it
+	}
+	v6srv := &http.Server{Handler: handler}
+	go v6srv.Serve(v6)
+	v4, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4srv := &http.Server{Handler: handler}
+	go v4srv.Serve(v4)
+	defer v4srv.Close()
+
+	m := meshtest.New(t, meshtest.Options{})
+	ehr := m.AddNode("ehr-server")
+	ctx := context.Background()
+	if _, err := ehr.Serve(ctx, localapi.ServeRequest{Name: "ehr", Upstream: fmt.Sprintf("http://[::1]:%d/mcp", port), UpstreamUser: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	laptop := grantedNode(t, m, ehr, "ward-laptop", ehrPolicy, "ehr")
+	session := opensSession(t, laptop, "ehr")
+	if err := session(); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	v6srv.Close()
+	squatter, out := startSquatterOn(t, "::1", port)
+	defer stop(squatter)
+	mustNotReach(t, out, "a session while another user held [::1]", session)
+}
+
+// opensSession is an attempt to open (and close) an MCP session with
+// service from node n.
+func opensSession(t *testing.T, n *nodeT, service string) func() error {
+	return func() error {
+		s, err := meshClient(t, n, service)
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+}
+
 // mustNotReach checks that attempt fails and that the squatter, whose
 // output is out, received nothing.
 func mustNotReach(t *testing.T, out *meshtest.SyncBuffer, what string, attempt func() error) {
@@ -173,11 +220,17 @@ func stop(squatter *exec.Cmd) {
 // that prints every request it gets, and waits until it listens.
 func startSquatter(t *testing.T, port int) (*exec.Cmd, *meshtest.SyncBuffer) {
 	t.Helper()
+	return startSquatterOn(t, "127.0.0.1", port)
+}
+
+// startSquatterOn is startSquatter on another address than 127.0.0.1.
+func startSquatterOn(t *testing.T, host string, port int) (*exec.Cmd, *meshtest.SyncBuffer) {
+	t.Helper()
 	nodejs, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node (Node.js) is needed to run the squatter as another user: %v", err)
 	}
-	script := fmt.Sprintf(`require("http").createServer((q, s) => { console.log("GOT " + q.method + " " + q.url); s.end("{}"); }).listen(%d, "127.0.0.1", () => console.log("listening"));`, port)
+	script := fmt.Sprintf(`require("http").createServer((q, s) => { console.log("GOT " + q.method + " " + q.url); s.end("{}"); }).listen(%d, %q, () => console.log("listening"));`, port, host)
 	squatter := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nodejs, "-e", script)
 	out := &meshtest.SyncBuffer{}
 	squatter.Stdout, squatter.Stderr = out, out
@@ -185,7 +238,7 @@ func startSquatter(t *testing.T, port int) (*exec.Cmd, *meshtest.SyncBuffer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { squatter.Process.Kill(); squatter.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
