@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/mcpmesh/mcpmesh/coordinator/api"
 )
@@ -36,7 +37,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if res.Reused > 0 {
+	if res.Reused > 0 && s.warnReuse(c.name) {
 		s.log.Warn("a node sent audit events under sequence numbers it had used for others (restored from a snapshot or backup?); both are kept",
 			"node", c.name, "events", res.Reused, "up_to_seq", res.Stored)
 	}
@@ -95,4 +96,22 @@ func (s *Server) handleExposureList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, reps)
+}
+
+// reuseWarnEvery bounds how often one node is warned about: a node
+// restored from a snapshot reuses many numbers at once, and a hostile one
+// could do it in every request.
+const reuseWarnEvery = time.Minute
+
+// warnReuse reports whether to warn now that node reused audit sequence
+// numbers.
+func (s *Server) warnReuse(node string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last, ok := s.mu.reuseWarned[node]; ok && now.Sub(last) < reuseWarnEvery {
+		return false
+	}
+	s.mu.reuseWarned[node] = now
+	return true
 }

@@ -125,6 +125,9 @@ type Server struct {
 		// changes limits, per node, the changes it makes to its own
 		// record (allowChangeLocked).
 		changes map[string]*rate.Limiter
+		// reuseWarned is when each node was last warned about for
+		// reusing audit sequence numbers (handleAudit).
+		reuseWarned map[string]time.Time
 		// shuttingDown refuses new streams once shutdown waits for the
 		// open ones.
 		shuttingDown bool
@@ -221,6 +224,7 @@ func (s *Server) loadState(ctx context.Context) error {
 	}
 	s.mu.services = make(map[string]store.Service, len(svcs))
 	s.mu.changes = map[string]*rate.Limiter{}
+	s.mu.reuseWarned = map[string]time.Time{}
 	for _, sv := range svcs {
 		s.mu.services[sv.Name] = sv
 	}

@@ -256,6 +256,13 @@ type AuditEvent struct {
 	// gives no guessable argument away to whoever reads it.
 	ArgsDigest string `json:"argsDigest,omitempty"`
 	Session    string `json:"session,omitempty"` // MCP session id, if any
+	// Received is when the coordinator stored the event, by its own clock
+	// (Time is the node's); set in the coordinator's answers only.
+	Received time.Time `json:"received,omitzero"`
+	// Variant tells apart the events a node sent under one Seq: a node
+	// restored from a snapshot numbers its next events from the
+	// snapshot's. 0 for the first; set in the coordinator's answers only.
+	Variant int `json:"variant,omitempty"`
 }
 
 // AuditBatch is what a node ships: events in Seq order.

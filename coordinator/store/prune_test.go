@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -78,7 +79,8 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for seq, at := range map[int]time.Time{1: cut.AddDate(-2, 0, 0), 2: cut.Add(time.Hour)} {
+	ahead := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC) // from a node whose clock ran ahead
+	for seq, at := range map[int]time.Time{1: cut.AddDate(-2, 0, 0), 2: cut.Add(time.Hour), 4: ahead} {
 		if _, err := old.Exec(`INSERT INTO audit VALUES ('server', ?, ?, 'c', 'ehr', 'tools/call', 'echo', 'allow', 'r', 1, 5, 'd', 's')`,
 			seq, at.UnixNano()); err != nil {
 			t.Fatal(err)
@@ -96,6 +98,13 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 	if res, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{{Seq: 3, Time: cut.AddDate(-5, 0, 0)}}); err != nil || res.Stored != 3 {
 		t.Fatalf("AppendAudit after the upgrade = %+v, %v; want 3 stored", res, err)
 	}
+	// An event from before the upgrade, sent again (its acknowledgement
+	// was lost), is still a duplicate.
+	again := api.AuditEvent{Seq: 2, Time: time.Unix(0, cut.Add(time.Hour).UnixNano()), Node: "server", Caller: "c", Service: "ehr",
+		Method: "tools/call", Tool: "echo", Decision: "allow", Reason: "r", Policy: 1, LatencyUS: 5, ArgsDigest: "d", Session: "s"}
+	if res, err := s.AppendAudit(ctx, "server", cut.Add(time.Minute), []api.AuditEvent{again}); err != nil || res.Reused != 0 {
+		t.Fatalf("AppendAudit of an event from before the upgrade, again = %+v, %v; want it skipped", res, err)
+	}
 	// The upgraded table keys events by variant: an event reusing the
 	// sequence of one from before the upgrade, with other content, is
 	// kept beside it.
@@ -108,8 +117,13 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 		t.Fatalf("PruneAudit after reopening = %d, %v; want 0", n, err)
 	}
 	left, err := s.Audit(ctx, api.AuditQuery{})
-	if err != nil || len(left) != 3 {
-		t.Fatalf("events left = %d, %v; want 3", len(left), err)
+	if err != nil || len(left) != 4 {
+		t.Fatalf("events left = %d, %v; want 4", len(left), err)
+	}
+	for _, e := range left {
+		if e.Seq == 4 && !e.Received.Before(time.Now().Add(time.Minute)) {
+			t.Errorf("an event from before the upgrade dated %s counts as received %s: retention would never take it", e.Time, e.Received)
+		}
 	}
 }
 
@@ -155,4 +169,77 @@ func TestAppendAuditKeepsEventsThatReuseASequence(t *testing.T) {
 func withZone(e api.AuditEvent) api.AuditEvent {
 	e.Time = e.Time.In(time.FixedZone("UTC+2", 2*3600))
 	return e
+}
+
+// A sequence whose first variant retention deleted takes a new one after
+// the highest still stored, not at the count of those left (which is the
+// key of one still there), and the rest of the batch is stored with it.
+func TestAppendAuditAfterAPruneTakesTheNextVariant(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "store.db"))
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(seq uint64, tool string) api.AuditEvent {
+		return api.AuditEvent{Seq: seq, Time: t0, Service: "ehr", Method: "tools/call", Tool: tool, Decision: "allow"}
+	}
+	for i, tool := range []string{"a", "b"} {
+		if _, err := s.AppendAudit(ctx, "n", t0.Add(time.Duration(i)*48*time.Hour), []api.AuditEvent{ev(7, tool)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PruneAudit(ctx, t0.Add(24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("PruneAudit = %d, %v; want the first variant", n, err)
+	}
+	res, err := s.AppendAudit(ctx, "n", t0.Add(72*time.Hour), []api.AuditEvent{ev(7, "c"), ev(8, "d")})
+	if err != nil || res.Stored != 8 || res.Reused != 1 {
+		t.Fatalf("AppendAudit after the prune = %+v, %v; want 8 stored, 1 reused", res, err)
+	}
+	got := map[string]int{}
+	evs, err := s.Audit(ctx, api.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		got[e.Tool] = e.Variant
+	}
+	if len(got) != 3 || got["b"] != 1 || got["c"] != 2 || got["d"] != 0 {
+		t.Fatalf("events by tool and variant: %v; want b 1, c 2, d 0", got)
+	}
+}
+
+// BenchmarkAppendAuditManyVariants appends batches of 1,000 events that
+// all reuse one sequence (as a node may, to weigh on the coordinator),
+// against batches of 1,000 fresh sequences in the same run: a batch must
+// not cost more as the variants pile up.
+//
+//	go test ./coordinator/store -run '^$' -bench AppendAuditManyVariants -benchtime 4x
+func BenchmarkAppendAuditManyVariants(b *testing.B) {
+	s := open(b, filepath.Join(b.TempDir(), "store.db"))
+	ctx := context.Background()
+	t0 := time.Now()
+	k := uint64(0)
+	batch := func(node string, sameSeq bool) time.Duration {
+		evs := make([]api.AuditEvent, 1000)
+		for i := range evs {
+			k++
+			seq := k
+			if sameSeq {
+				seq = 1
+			}
+			evs[i] = api.AuditEvent{Seq: seq, Time: t0, Service: "ehr", Method: "tools/call", Tool: strconv.FormatUint(k, 10), Decision: "allow"}
+		}
+		start := time.Now()
+		if _, err := s.AppendAudit(ctx, node, t0, evs); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var fresh, reused time.Duration
+	for range b.N {
+		fresh += batch("honest", false)
+		reused += batch("hostile", true)
+	}
+	b.ReportMetric(float64(fresh.Microseconds())/float64(b.N), "fresh-µs/batch")
+	b.ReportMetric(float64(reused.Microseconds())/float64(b.N), "one-seq-µs/batch")
+	b.ReportMetric(float64(reused)/float64(fresh), "ratio")
+	b.ReportMetric(0, "ns/op")
 }

@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 // auditTable is the audit trail. An event is keyed by its node, the
 // node's sequence number and a variant: 0, unless the node sent another
-// event under that sequence before (see AppendAudit).
+// event under that sequence before (see AppendAudit). fp fingerprints its
+// content, so that an event sent again is found by index however many
+// variants its sequence has; events stored before fingerprints have none.
 const auditTable = `CREATE TABLE IF NOT EXISTS audit (
 	node      TEXT NOT NULL,
 	seq       INTEGER NOT NULL,
@@ -108,6 +110,7 @@ const auditTable = `CREATE TABLE IF NOT EXISTS audit (
 	digest    TEXT NOT NULL,
 	session   TEXT NOT NULL,
 	received  INTEGER NOT NULL DEFAULT 0,
+	fp        BLOB,
 	PRIMARY KEY (node, seq, variant)
 );
 `
@@ -162,17 +165,24 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
-	if err := addAuditVariants(db); err != nil {
+	// Retention counts from when the coordinator received an event
+	// (PruneAudit). Events stored before that was recorded count from
+	// their own time, the best there is for them, but never from later
+	// than now: a node whose clock ran ahead must not keep them forever.
+	now := time.Now().UnixNano()
+	if err := addAuditVariants(db, now); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
-	// Retention counts from when the coordinator received an event
-	// (PruneAudit). Events stored before that was recorded count from
-	// their own time, the best there is for them; the index makes this a
-	// no-op once done.
+	if err := addColumn(db, "audit", "fp", `BLOB`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
+	}
+	// The index on received makes the UPDATE a no-op once done.
 	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 		CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
-		UPDATE audit SET received = time WHERE received = 0`); err != nil {
+		CREATE UNIQUE INDEX IF NOT EXISTS audit_fp ON audit(node, seq, fp);
+		UPDATE audit SET received = MIN(time, ?) WHERE received = 0`, now); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
 	}
@@ -213,8 +223,11 @@ func (s *SQLite) tx(ctx context.Context, f func(*sql.Tx) error) error {
 // by variant too (the key was node and sequence alone, so an event that
 // reused a sequence was dropped as a duplicate; see AppendAudit). SQLite
 // cannot change a table's key in place: the rows are copied, in one
-// transaction, into a table with the new key.
-func addAuditVariants(db *sql.DB) error {
+// transaction, into a table with the new key, their receipt times set as
+// OpenSQLite explains (now is the upgrade's time). At its peak the
+// database needs about three times the table's size on disk: the table,
+// its copy, and the copy again in the write-ahead log.
+func addAuditVariants(db *sql.DB, now int64) error {
 	has, err := hasColumn(db, "audit", "variant")
 	if err != nil || has {
 		return err
@@ -224,14 +237,19 @@ func addAuditVariants(db *sql.DB) error {
 		return fmt.Errorf("key audit events by variant: %w", err)
 	}
 	defer tx.Rollback() // a no-op once committed
-	const cols = `node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received`
+	const cols = `node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session`
 	for _, q := range []string{
 		strings.Replace(auditTable, "CREATE TABLE IF NOT EXISTS audit (", "CREATE TABLE audit_by_variant (", 1),
-		`INSERT INTO audit_by_variant (` + cols + `) SELECT ` + cols + ` FROM audit`,
+		`INSERT INTO audit_by_variant (` + cols + `, received) SELECT ` + cols +
+			`, CASE WHEN received = 0 THEN MIN(time, ?) ELSE received END FROM audit`,
 		`DROP TABLE audit`,
 		`ALTER TABLE audit_by_variant RENAME TO audit`,
 	} {
-		if _, err := tx.Exec(q); err != nil {
+		var args []any
+		if strings.Contains(q, "?") {
+			args = append(args, now)
+		}
+		if _, err := tx.Exec(q, args...); err != nil {
 			return fmt.Errorf("key audit events by variant: %w", err)
 		}
 	}

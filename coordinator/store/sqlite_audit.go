@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,29 +19,19 @@ const maxAuditQuery = 10_000
 // AppendAudit implements Store. An event is a duplicate, and skipped,
 // only when the node already sent one with the same sequence and the
 // same content; one that reuses a sequence with other content is kept as
-// another variant.
+// the next variant. Each event costs a few index lookups, however many
+// variants its sequence has.
 func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Time, evs []api.AuditEvent) (AuditAppend, error) {
 	var res AuditAppend
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, e := range evs {
-			variants, dup, err := auditVariants(ctx, tx, node, e)
+			res.Stored = max(res.Stored, e.Seq)
+			stored, reused, err := appendAuditEvent(ctx, tx, node, received, e)
 			if err != nil {
 				return err
 			}
-			res.Stored = max(res.Stored, e.Seq)
-			if dup {
-				continue
-			}
-			if variants > 0 {
+			if stored && reused {
 				res.Reused++
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO audit
-				(node, seq, variant, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				node, e.Seq, variants, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
-				e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano())
-			if err != nil {
-				return fmt.Errorf("store: insert audit event: %w", err)
 			}
 		}
 		return nil
@@ -49,37 +42,72 @@ func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Tim
 	return res, nil
 }
 
-// auditVariants counts the events node already sent under e's sequence
-// and reports whether one of them is e.
-func auditVariants(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent) (n int, dup bool, err error) {
-	rows, err := tx.QueryContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
-		FROM audit WHERE node = ? AND seq = ?`, node, e.Seq)
+// appendAuditEvent stores e unless it is a duplicate, and says whether
+// it did and whether its sequence held another event already.
+func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received time.Time, e api.AuditEvent) (stored, reused bool, err error) {
+	// An event stored before fingerprints has none, and at most one per
+	// sequence (the key was node and sequence then): compared whole.
+	dup, err := legacyDuplicate(ctx, tx, node, e)
+	if err != nil || dup {
+		return false, false, err
+	}
+	var last int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(variant), -1) FROM audit WHERE node = ? AND seq = ?`,
+		node, e.Seq).Scan(&last); err != nil {
+		return false, false, fmt.Errorf("store: look up audit event: %w", err)
+	}
+	// The next variant follows the highest still stored, not their count:
+	// retention may have deleted the first ones.
+	r, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audit
+		(node, seq, variant, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received, fp)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		node, e.Seq, last+1, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
+		e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano(), auditFingerprint(e))
 	if err != nil {
-		return 0, false, fmt.Errorf("store: look up audit event: %w", err)
+		return false, false, fmt.Errorf("store: insert audit event: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var o api.AuditEvent
-		var t int64
-		if err := rows.Scan(&t, &o.Caller, &o.Service, &o.Method, &o.Tool, &o.Decision, &o.Reason,
-			&o.Policy, &o.LatencyUS, &o.ArgsDigest, &o.Session); err != nil {
-			return 0, false, fmt.Errorf("store: look up audit event: %w", err)
-		}
-		n++
-		o.Seq, o.Time, o.Node = e.Seq, time.Unix(0, t), e.Node
-		dup = dup || (t == e.Time.UnixNano() && o == withoutTime(e, o.Time))
+	n, err := r.RowsAffected()
+	if err != nil {
+		return false, false, fmt.Errorf("store: insert audit event: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return 0, false, fmt.Errorf("store: look up audit event: %w", err)
-	}
-	return n, dup, nil
+	return n == 1, last >= 0, nil // none inserted: the same fingerprint is stored
 }
 
-// withoutTime is e with t for its time, so that two events compare by
-// their other fields (time.Time values compare by location too).
-func withoutTime(e api.AuditEvent, t time.Time) api.AuditEvent {
-	e.Time = t
-	return e
+// legacyDuplicate reports whether node's event under e's sequence that
+// has no fingerprint is e.
+func legacyDuplicate(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent) (bool, error) {
+	var o api.AuditEvent
+	var t int64
+	err := tx.QueryRowContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
+		FROM audit WHERE node = ? AND seq = ? AND fp IS NULL`, node, e.Seq).Scan(&t, &o.Caller, &o.Service, &o.Method,
+		&o.Tool, &o.Decision, &o.Reason, &o.Policy, &o.LatencyUS, &o.ArgsDigest, &o.Session)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: look up audit event: %w", err)
+	}
+	o.Seq, o.Time = e.Seq, time.Unix(0, t)
+	return auditFingerprint(o) == auditFingerprint(e), nil
+}
+
+// auditFingerprint is a digest of what a node says in an event: its
+// sequence, its time to the nanosecond (not the zone) and every field
+// but the node's name, which the coordinator sets. Each string goes in
+// with its length, so no two events share an encoding.
+func auditFingerprint(e api.AuditEvent) string {
+	h := sha256.New()
+	var b []byte
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Time.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, e.Policy)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.LatencyUS))
+	for _, f := range []string{e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason, e.ArgsDigest, e.Session} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	h.Write(b)
+	return string(h.Sum(nil))
 }
 
 // Audit implements Store.
@@ -96,11 +124,11 @@ func (s *SQLite) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent,
 	if limit <= 0 || limit > maxAuditQuery {
 		limit = maxAuditQuery
 	}
-	query := `SELECT node, seq, time, caller, service, method, tool, decision, reason, policy, latency, digest, session FROM audit`
+	query := `SELECT node, seq, variant, time, received, caller, service, method, tool, decision, reason, policy, latency, digest, session FROM audit`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += fmt.Sprintf(" ORDER BY time DESC, node, seq DESC LIMIT %d", limit)
+	query += fmt.Sprintf(" ORDER BY time DESC, node, seq DESC, variant DESC LIMIT %d", limit)
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query audit: %w", err)
@@ -109,12 +137,12 @@ func (s *SQLite) Audit(ctx context.Context, q api.AuditQuery) ([]api.AuditEvent,
 	var out []api.AuditEvent
 	for rows.Next() {
 		var e api.AuditEvent
-		var t int64
-		if err := rows.Scan(&e.Node, &e.Seq, &t, &e.Caller, &e.Service, &e.Method, &e.Tool, &e.Decision, &e.Reason,
+		var t, recv int64
+		if err := rows.Scan(&e.Node, &e.Seq, &e.Variant, &t, &recv, &e.Caller, &e.Service, &e.Method, &e.Tool, &e.Decision, &e.Reason,
 			&e.Policy, &e.LatencyUS, &e.ArgsDigest, &e.Session); err != nil {
 			return nil, fmt.Errorf("store: query audit: %w", err)
 		}
-		e.Time = time.Unix(0, t)
+		e.Time, e.Received = time.Unix(0, t), time.Unix(0, recv)
 		out = append(out, e)
 	}
 	return out, rows.Err()

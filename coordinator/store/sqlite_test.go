@@ -17,7 +17,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/coordinator/store"
 )
 
-func open(t *testing.T, path string) *store.SQLite {
+func open(t testing.TB, path string) *store.SQLite {
 	t.Helper()
 	s, err := store.OpenSQLite(path)
 	if err != nil {

@@ -489,7 +489,7 @@ const warnShipFailuresAfter = time.Minute
 
 // Ship sends pending events with send until ctx ends, waking on every new
 // event and retrying failures with backoff. send returns the highest
-// sequence the coordinator stored.
+// sequence of the batch, once the coordinator holds all of it.
 func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEvent) (uint64, error)) {
 	retry := time.Second
 	// A failure now and then (a coordinator restart) is routine; one that
@@ -506,8 +506,9 @@ func (l *Log) Ship(ctx context.Context, send func(context.Context, []api.AuditEv
 				err = l.Ack(stored)
 			}
 			if err == nil && stored < evs[0].Seq {
-				// Nothing of it was stored: asking again at once would
-				// spin; back off as after a failure.
+				// Nothing of it was stored (a coordinator that answers
+				// below the batch): asking again at once would spin;
+				// back off as after a failure.
 				err = fmt.Errorf("auditlog: the coordinator stored none of %d events (up to seq %d)", len(evs), evs[len(evs)-1].Seq)
 			}
 			if err == nil {

@@ -212,8 +212,8 @@ func (c *Client) ReportExposure(ctx context.Context, r api.ExposureReport) error
 	return nil
 }
 
-// ShipAudit sends audit events and returns the highest sequence the
-// coordinator has stored for this node.
+// ShipAudit sends audit events and returns the highest sequence of the
+// batch, every event of which the coordinator then holds.
 func (c *Client) ShipAudit(ctx context.Context, evs []api.AuditEvent) (uint64, error) {
 	var ack api.AuditAck
 	if err := api.Do(ctx, c.hc, http.MethodPost, c.base.JoinPath(api.PathAudit).String(), api.AuditBatch{Events: evs}, &ack); err != nil {
