@@ -35,7 +35,7 @@ const fileServices = "services.json"
 // services saved in the state directory.
 func (n *Node) startProxy() error {
 	n.mu.Lock()
-	n.mu.upstreamOwner = map[uint16]int{}
+	n.mu.upstreamOwner, n.mu.upstreamPin = map[uint16]int{}, map[uint16]int{}
 	n.mu.Unlock()
 	key, err := n.state.digestKey()
 	if err != nil {
@@ -129,7 +129,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 		return nil, errors.New("an upstream is required: --upstream http://127.0.0.1:PORT/mcp or --stdio \"CMD ARGS\"")
 	}
 	if req.UpstreamUser != "" {
-		if err := checkUpstreamUser(req); err != nil {
+		if err := n.checkUpstreamUser(req); err != nil {
 			return nil, err
 		}
 	}
@@ -168,6 +168,9 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 		if ferr := n.applyFirewall(n.servedNow()); ferr != nil {
 			n.log.Error("host firewall not restored", "err", ferr)
 		}
+		n.mu.Lock()
+		n.pinUpstreamsLocked() // the refused request's pin goes
+		n.mu.Unlock()
 		if perr := n.SetServices(ctx, servedSpecs(n.servedNow())); perr != nil && published == nil {
 			n.log.Error("services not withdrawn at the coordinator (they are sent again on reconnect)", "err", perr)
 		}
@@ -200,6 +203,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	if err != nil {
 		n.mu.served = prev
 	}
+	n.pinUpstreamsLocked()
 	n.mu.Unlock()
 	if err != nil {
 		return fail(err)
@@ -213,43 +217,76 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 
 // noteUpstreamOwner remembers which local user serves an HTTP upstream's
 // port as the node begins to serve it (at serve, and at start for the
-// saved services): the user the request names, or else whoever serves it
-// now. A port nobody listens on yet, with no user named, is remembered at
-// the first connection.
+// saved services): the user the request names (a pin), or else whoever
+// serves it now, unless another service pins the port. A port nobody
+// listens on yet, with no user named, is remembered at the first
+// connection.
 func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
 	port, uid, found, err := upstreamOwner(req.Upstream)
 	if port == 0 {
 		return
 	}
 	if req.UpstreamUser != "" {
-		found = true
-		if uid, err = upstreamUID(req.UpstreamUser); err != nil {
-			// Fail closed: no user has uid -1, so nothing on the port
-			// is connected to until the service is served again.
-			n.log.Error("the upstream's user is unknown; refusing to connect to its port", "service", req.Name, "err", err)
-			uid = -1
-		}
-	} else {
-		found = found && err == nil
+		pin := n.resolvePin(req)
+		n.mu.Lock()
+		n.mu.upstreamPin[port] = pin
+		n.mu.Unlock()
+		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.mu.upstreamOwner, port)
-	if found {
+	if found && err == nil {
 		n.mu.upstreamOwner[port] = uid
+	}
+}
+
+// resolvePin is the uid req's UpstreamUser names, or -1 when it names no
+// user: no socket belongs to uid -1, so nothing on the port is connected
+// to (fail closed) until the service is served again.
+func (n *Node) resolvePin(req localapi.ServeRequest) int {
+	uid, err := upstreamUID(req.UpstreamUser)
+	if err != nil {
+		n.log.Error("the upstream's user is unknown; refusing to connect to its port", "service", req.Name, "err", err)
+		return -1
+	}
+	return uid
+}
+
+// pinUpstreamsLocked makes the pins those of the services now served.
+// The caller holds n.mu.
+func (n *Node) pinUpstreamsLocked() {
+	clear(n.mu.upstreamPin)
+	for _, s := range n.mu.served {
+		if s.UpstreamUser == "" {
+			continue
+		}
+		if port := upstreamPort(s.Upstream); port != 0 {
+			n.mu.upstreamPin[port] = n.resolvePin(s)
+		}
 	}
 }
 
 // checkUpstreamUser refuses to serve an upstream whose port another user
 // than the one named already holds, so that the refusal comes at serve
-// time, with the names, rather than at the first call.
-func checkUpstreamUser(req localapi.ServeRequest) error {
+// time, with the names, rather than at the first call; and a pin that
+// contradicts another service's on the same port.
+func (n *Node) checkUpstreamUser(req localapi.ServeRequest) error {
 	if req.Upstream == "" {
 		return errors.New("--upstream-user applies to an --upstream server; a --stdio server runs as the node itself")
 	}
 	want, err := upstreamUID(req.UpstreamUser)
 	if err != nil {
 		return err
+	}
+	port := upstreamPort(req.Upstream)
+	for _, s := range n.servedNow() {
+		if s.Name == req.Name || s.UpstreamUser == "" || upstreamPort(s.Upstream) != port {
+			continue
+		}
+		if other, err := upstreamUID(s.UpstreamUser); err != nil || other != want {
+			return fmt.Errorf("service %s pins port %d to user %s; one port has one owner: refused", s.Name, port, s.UpstreamUser)
+		}
 	}
 	_, uid, found, err := upstreamOwner(req.Upstream)
 	if err != nil {
@@ -284,16 +321,15 @@ func upstreamUID(name string) (int, error) {
 }
 
 // upstreamOwner is the local user whose socket takes connections to an
-// HTTP upstream's URL now, if any does, and the URL's port (0 when it has
-// none). For "localhost", either loopback address, IPv4 first, as the
-// dialer tries them.
+// HTTP upstream's URL now, if any does, and the URL's port (0 for a URL
+// that does not parse). For "localhost", either loopback address, IPv4
+// first.
 func upstreamOwner(upstream string) (port uint16, uid int, found bool, err error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
 	}
-	port, ok := portOf(u.Host)
-	if !ok {
+	if port = upstreamPort(upstream); port == 0 {
 		return 0, 0, false, nil
 	}
 	addrs := []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
@@ -306,6 +342,24 @@ func upstreamOwner(upstream string) (port uint16, uid int, found bool, err error
 		}
 	}
 	return port, 0, false, nil
+}
+
+// upstreamPort is the port an HTTP upstream's URL reaches: its own, or 80
+// (as the proxy dials it); 0 for a URL that does not parse.
+func upstreamPort(upstream string) uint16 {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return 0
+	}
+	p := u.Port()
+	if p == "" {
+		p = "80"
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(port)
 }
 
 // describeUID names a uid for people: "ehr (uid 998)", or "uid 998" when
@@ -326,33 +380,50 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 	if err != nil {
 		return nil // not an IP connection: nothing to compare
 	}
-	uid, found, err := platform.LocalListenerOwner(ap)
-	if err != nil || !found {
-		return nil // nothing to compare (not Linux, or it went away)
-	}
 	port := ap.Port()
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	want, known := n.mu.upstreamOwner[port]
-	if !known {
-		n.mu.upstreamOwner[port] = uid
-		return nil
+	want, pinned := n.mu.upstreamPin[port]
+	known := pinned
+	if !pinned {
+		want, known = n.mu.upstreamOwner[port]
 	}
-	if uid != want {
+	n.mu.Unlock()
+	uid, found, err := platform.LocalListenerOwner(ap)
+	switch {
+	case err != nil && known:
+		// Fail closed: the owner cannot be compared.
+		n.log.Error("cannot tell who serves an upstream; refusing to connect", "upstream", ap, "err", err)
+		return fmt.Errorf("cannot tell who serves %s: %w; refused", ap, err)
+	case !found && known:
+		// The listener that took the connection is gone already: one
+		// that accepted and closed at once, or the server restarting.
+		return fmt.Errorf("nothing listens on %s any more to have taken the connection; refused", ap)
+	case err != nil || !found:
+		return nil // nothing learnt yet, and nothing to learn
+	case !known:
+		n.mu.Lock()
+		if _, ok := n.mu.upstreamOwner[port]; !ok {
+			n.mu.upstreamOwner[port] = uid
+		}
+		n.mu.Unlock()
+		return n.checkLearnt(ap, uid)
+	case uid != want:
 		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "upstream", ap, "uid", uid, "want_uid", want)
 		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", ap, describeUID(uid), describeUID(want))
 	}
 	return nil
 }
 
-// portOf is the port of a host:port.
-func portOf(hostport string) (uint16, bool) {
-	_, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return 0, false
+// checkLearnt compares uid with the owner learnt for ap's port, which a
+// connection made at the same time may have set first.
+func (n *Node) checkLearnt(ap netip.AddrPort, uid int) error {
+	n.mu.Lock()
+	want := n.mu.upstreamOwner[ap.Port()]
+	n.mu.Unlock()
+	if uid != want {
+		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused", ap, describeUID(uid), describeUID(want))
 	}
-	port, err := strconv.ParseUint(p, 10, 16)
-	return uint16(port), err == nil
+	return nil
 }
 
 // restoreService serves name again as the saved set has it, after a
@@ -389,6 +460,7 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 	}
 	specs := servedSpecs(n.mu.served)
 	err := n.saveServicesLocked()
+	n.pinUpstreamsLocked()
 	n.mu.Unlock()
 	n.proxy.RemoveService(name)
 	n.stopStdio(name)

@@ -119,8 +119,11 @@ type Node struct {
 		policy      *policy.Policy
 		bundle      *api.PolicyBundle
 		// upstreamOwner is, by port, the local user serving each HTTP
-		// upstream when the node began to serve it (checkUpstreamOwner).
+		// upstream when the node began to serve it (checkUpstreamOwner),
+		// and upstreamPin the user a service's --upstream-user names
+		// for its port, which wins over what is learnt.
 		upstreamOwner map[uint16]int
+		upstreamPin   map[uint16]int
 		// served are the services this node serves, as `serve` asked.
 		served []localapi.ServeRequest
 		stdio  map[string]*stdioserve.Server

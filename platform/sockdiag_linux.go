@@ -25,21 +25,38 @@ import (
 // proportion to every socket of the host: on a host with 1,500 sockets in
 // TIME_WAIT, one read took 9 ms idle and tens of milliseconds under load
 // (`go test ./platform -run '^$' -bench LocalListenerOwner` shows both).
+// Where sock_diag fails, it reads /proc/net after all.
 //
 // vishvananda/netlink carries the request, but its socket dumps ask for
 // every state and every port, which is the cost avoided here; the request
 // and the answer's layout (linux/inet_diag.h) are written here.
 func LocalListenerOwner(dst netip.AddrPort) (uid int, found bool, err error) {
-	runtime.LockOSThread() // both families from one thread's namespace
+	runtime.LockOSThread() // one thread's namespace for every table read
 	defer runtime.UnlockOSThread()
+	return localListenerOwner(dst, diagListeners, netDir())
+}
+
+// localListenerOwner is LocalListenerOwner asking diag, and reading the
+// tables in netDir when diag fails: where sock_diag is not to be had (a
+// sandbox without it, a kernel without inet_diag), the slower way still
+// answers rather than the check going blind.
+func localListenerOwner(dst netip.AddrPort, diag func(family uint8, port uint16) ([]diagListener, error), netDir string) (uid int, found bool, err error) {
 	var all []diagListener
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := diagListeners(family, dst.Port())
+		ls, err := diag(family, dst.Port())
+		if err != nil && family == unix.AF_INET6 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT)) {
+			continue // the kernel runs without IPv6
+		}
 		if err != nil {
-			if family == unix.AF_INET6 && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT)) {
-				continue // the kernel runs without IPv6
+			procLs, perr := listenSockets(netDir)
+			if perr != nil {
+				return 0, false, fmt.Errorf("platform: listener of %s: %w; reading %s instead: %w", dst, err, netDir, perr)
 			}
-			return 0, false, fmt.Errorf("platform: listener of %s: %w", dst, err)
+			all = all[:0]
+			for _, l := range procLs {
+				all = append(all, diagListener{Listener: l}) // IPv6-only unknown: taken as dual-stack
+			}
+			break
 		}
 		all = append(all, ls...)
 	}

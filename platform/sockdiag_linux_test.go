@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,26 @@ func TestLocalListenerOwnerFindsTheListenersUser(t *testing.T) {
 		if uid, found, err := LocalListenerOwner(dst); err != nil || !found || uid != l.UID {
 			t.Errorf("LocalListenerOwner(%s) = %d, %v, %v; /proc/net says uid %d listens on %s", dst, uid, found, err, l.UID, l.Addr)
 		}
+	}
+}
+
+// Where sock_diag fails, the owner comes from the socket tables in /proc
+// instead, the same as sock_diag's; where both fail, the error says so.
+func TestLocalListenerOwnerFallsBackToProc(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := netip.MustParseAddrPort(ln.Addr().String())
+	broken := func(uint8, uint16) ([]diagListener, error) { return nil, unix.EPROTONOSUPPORT }
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if uid, found, err := localListenerOwner(dst, broken, netDir()); err != nil || !found || uid != os.Getuid() {
+		t.Errorf("without sock_diag: %d, %v, %v; want %d from /proc", uid, found, err, os.Getuid())
+	}
+	if _, found, err := localListenerOwner(dst, broken, t.TempDir()); err == nil || found {
+		t.Errorf("without sock_diag or /proc: found %v, err %v; want an error", found, err)
 	}
 }
 

@@ -90,7 +90,7 @@ func coordinatorRun(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *maxConns < minMaxConns {
-		return usageError{fmt.Sprintf("--max-conns %d is too small: at least %d, so that an admin can still connect while nodes hold theirs", *maxConns, minMaxConns)}
+		return usageError{fmt.Sprintf("--max-conns %d is too small: at least %d (a node holds up to two connections)", *maxConns, minMaxConns)}
 	}
 	log, err := newLogger(e, *logLevel)
 	if err != nil {

@@ -21,7 +21,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	stdio := fs.String("stdio", "", "command line of a stdio MCP server the node starts and supervises")
 	tags := fs.String("tags", "", "comma-separated service tags, e.g. tag:phi")
 	lockdown := fs.Bool("lockdown", false, "also drop packets to the upstream's port arriving on any interface but loopback (node in TUN mode, as root)")
-	upstreamUser := fs.String("upstream-user", "", "local user (name or uid) who must serve the --upstream port; another user on it is never connected to")
+	upstreamUser := fs.String("upstream-user", "", "local user (name or uid) whose socket must take the --upstream connections; the node sends nothing to another user's")
 	remove := fs.Bool("remove", false, "stop serving NAME")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {

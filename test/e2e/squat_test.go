@@ -23,21 +23,29 @@ import (
 // policy allows, and answer them. The node refuses to connect to a port
 // served by another user than the one who served it when the node began,
 // so the squatter gets nothing; the real server, back, is served again.
+// The upstream is named by address, and by "localhost", which the node
+// checks at the address the connection reached.
 func TestAnotherUserCannotTakeAnUpstreamsPort(t *testing.T) {
 	netnstest.RequireRoot(t) // to run the squatter as another user
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		t.Run(host, func(t *testing.T) { anotherUserCannotTakeAnUpstreamsPort(t, host) })
+	}
+}
+
+func anotherUserCannotTakeAnUpstreamsPort(t *testing.T, host string) {
 	handler := chartServer()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
 	port := ln.Addr().(*net.TCPAddr).Port
 	upstream := &http.Server{Handler: handler}
 	go upstream.Serve(ln)
 
 	m := meshtest.New(t, meshtest.Options{})
 	ehr := m.AddNode("ehr-server")
-	if _, err := ehr.Serve(context.Background(), localapi.ServeRequest{Name: "ehr", Upstream: "http://" + addr + "/mcp"}); err != nil {
+	url := fmt.Sprintf("http://%s:%d/mcp", host, port)
+	if _, err := ehr.Serve(context.Background(), localapi.ServeRequest{Name: "ehr", Upstream: url}); err != nil {
 		t.Fatal(err)
 	}
 	_, s := grantedClient(t, m, ehr, "ward-laptop", ehrPolicy, "ehr")
