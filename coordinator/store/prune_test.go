@@ -243,3 +243,66 @@ func BenchmarkAppendAuditManyVariants(b *testing.B) {
 	b.ReportMetric(float64(reused)/float64(fresh), "ratio")
 	b.ReportMetric(0, "ns/op")
 }
+
+// Every field a node says is part of what makes an event itself: an
+// event that differs from a stored one in any of them alone is another
+// variant, not a duplicate to drop (a restored node's deny event must not
+// vanish for looking like an allow). The node's name, which the
+// coordinator sets, is not.
+func TestAuditFingerprintCoversEveryFieldANodeSays(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "store.db"))
+	ctx := context.Background()
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	base := api.AuditEvent{Seq: 1, Time: at, Caller: "spiffe://td/node/a", Service: "ehr", Method: "tools/call", Tool: "read",
+		Decision: "allow", Reason: "grant", Policy: 3, LatencyUS: 12, ArgsDigest: "hmac-sha256:00", Session: "s"}
+	if _, err := s.AppendAudit(ctx, "n", at, []api.AuditEvent{base}); err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(*api.AuditEvent){
+		"time":     func(e *api.AuditEvent) { e.Time = e.Time.Add(time.Nanosecond) },
+		"caller":   func(e *api.AuditEvent) { e.Caller += "x" },
+		"service":  func(e *api.AuditEvent) { e.Service += "x" },
+		"method":   func(e *api.AuditEvent) { e.Method += "x" },
+		"tool":     func(e *api.AuditEvent) { e.Tool += "x" },
+		"decision": func(e *api.AuditEvent) { e.Decision = "deny" },
+		"reason":   func(e *api.AuditEvent) { e.Reason += "x" },
+		"policy":   func(e *api.AuditEvent) { e.Policy++ },
+		"latency":  func(e *api.AuditEvent) { e.LatencyUS++ },
+		"digest":   func(e *api.AuditEvent) { e.ArgsDigest += "x" },
+		"session":  func(e *api.AuditEvent) { e.Session += "x" },
+		// Moving a byte from one field to the next is another event too.
+		"boundary": func(e *api.AuditEvent) { e.Caller, e.Service = e.Caller+"e", "hr" },
+	} {
+		e := base
+		change(&e)
+		if res, err := s.AppendAudit(ctx, "n", at, []api.AuditEvent{e}); err != nil || res.Reused != 1 {
+			t.Errorf("%s changed: AppendAudit = %+v, %v; want it kept as another variant", name, res, err)
+		}
+	}
+	named := base
+	named.Node = "someone-else"
+	if res, err := s.AppendAudit(ctx, "n", at, []api.AuditEvent{named}); err != nil || res.Reused != 0 {
+		t.Errorf("only the node's name changed: AppendAudit = %+v, %v; want a duplicate", res, err)
+	}
+}
+
+// An event whose receipt time lies ahead of the coordinator's clock (one
+// that once ran ahead) counts as received now when the store opens, so
+// retention does not keep it for years.
+func TestOpeningClampsReceiptTimesAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := open(t, path)
+	ahead := time.Now().AddDate(50, 0, 0)
+	if _, err := s.AppendAudit(context.Background(), "n", ahead, []api.AuditEvent{{Seq: 1, Time: time.Now(), Decision: "allow"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	evs, err := s.Audit(context.Background(), api.AuditQuery{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("Audit = %v, %v", evs, err)
+	}
+	if evs[0].Received.After(time.Now()) {
+		t.Fatalf("received %s after reopening: ahead of now", evs[0].Received)
+	}
+}

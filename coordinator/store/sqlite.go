@@ -178,11 +178,14 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
-	// The index on received makes the UPDATE a no-op once done.
+	// No event counts as received later than now either (a coordinator
+	// whose clock once ran ahead). The index on received makes both
+	// UPDATEs cheap once done.
 	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 		CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
 		CREATE UNIQUE INDEX IF NOT EXISTS audit_fp ON audit(node, seq, fp);
-		UPDATE audit SET received = MIN(time, ?) WHERE received = 0`, now); err != nil {
+		UPDATE audit SET received = MIN(time, ?1) WHERE received = 0;
+		UPDATE audit SET received = ?1 WHERE received > ?1`, now); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
 	}

@@ -1,11 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -58,9 +58,10 @@ func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received tim
 	}
 	// The next variant follows the highest still stored, not their count:
 	// retention may have deleted the first ones.
-	r, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audit
+	r, err := tx.ExecContext(ctx, `INSERT INTO audit
 		(node, seq, variant, time, caller, service, method, tool, decision, reason, policy, latency, digest, session, received, fp)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (node, seq, fp) DO NOTHING`,
 		node, e.Seq, last+1, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
 		e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano(), auditFingerprint(e))
 	if err != nil {
@@ -73,29 +74,40 @@ func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received tim
 	return n == 1, last >= 0, nil // none inserted: the same fingerprint is stored
 }
 
-// legacyDuplicate reports whether node's event under e's sequence that
-// has no fingerprint is e.
+// legacyDuplicate reports whether one of node's events under e's
+// sequence that have no fingerprint is e. A store from before the
+// variant key holds at most one such event per sequence.
 func legacyDuplicate(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent) (bool, error) {
-	var o api.AuditEvent
-	var t int64
-	err := tx.QueryRowContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
-		FROM audit WHERE node = ? AND seq = ? AND fp IS NULL`, node, e.Seq).Scan(&t, &o.Caller, &o.Service, &o.Method,
-		&o.Tool, &o.Decision, &o.Reason, &o.Policy, &o.LatencyUS, &o.ArgsDigest, &o.Session)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	rows, err := tx.QueryContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
+		FROM audit WHERE node = ? AND seq = ? AND fp IS NULL`, node, e.Seq)
 	if err != nil {
 		return false, fmt.Errorf("store: look up audit event: %w", err)
 	}
-	o.Seq, o.Time = e.Seq, time.Unix(0, t)
-	return auditFingerprint(o) == auditFingerprint(e), nil
+	defer rows.Close()
+	want := auditFingerprint(e)
+	for rows.Next() {
+		var o api.AuditEvent
+		var t int64
+		if err := rows.Scan(&t, &o.Caller, &o.Service, &o.Method, &o.Tool, &o.Decision, &o.Reason,
+			&o.Policy, &o.LatencyUS, &o.ArgsDigest, &o.Session); err != nil {
+			return false, fmt.Errorf("store: look up audit event: %w", err)
+		}
+		o.Seq, o.Time = e.Seq, time.Unix(0, t)
+		if bytes.Equal(auditFingerprint(o), want) {
+			return true, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("store: look up audit event: %w", err)
+	}
+	return false, nil
 }
 
 // auditFingerprint is a digest of what a node says in an event: its
 // sequence, its time to the nanosecond (not the zone) and every field
 // but the node's name, which the coordinator sets. Each string goes in
 // with its length, so no two events share an encoding.
-func auditFingerprint(e api.AuditEvent) string {
+func auditFingerprint(e api.AuditEvent) []byte {
 	h := sha256.New()
 	var b []byte
 	b = binary.BigEndian.AppendUint64(b, e.Seq)
@@ -107,7 +119,7 @@ func auditFingerprint(e api.AuditEvent) string {
 		b = append(b, f...)
 	}
 	h.Write(b)
-	return string(h.Sum(nil))
+	return h.Sum(nil)
 }
 
 // Audit implements Store.
