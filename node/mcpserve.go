@@ -35,7 +35,10 @@ const fileServices = "services.json"
 // services saved in the state directory.
 func (n *Node) startProxy() error {
 	n.mu.Lock()
-	n.mu.upstreamOwner, n.mu.upstreamPin = map[uint16]int{}, map[uint16]int{}
+	n.mu.upstreamOwner, n.mu.upstreamPin, n.mu.pinUID = map[uint16]int{}, map[uint16]int{}, map[string]int{}
+	if n.ownerOf == nil {
+		n.ownerOf = platform.LocalListenerOwner
+	}
 	n.mu.Unlock()
 	key, err := n.state.digestKey()
 	if err != nil {
@@ -192,7 +195,7 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 	res := &localapi.ServeResult{Name: req.Name, Endpoint: fmt.Sprintf("http://%s/svc/%s/mcp", net.JoinHostPort(n.tun.Addresses()[0].String(), strconv.Itoa(MCPPort)), req.Name)}
 	if req.Upstream != "" {
 		res.Warnings = exposureWarnings(req.Upstream, req.Lockdown)
-		if _, uid, found, err := upstreamOwner(req.Upstream); err == nil && found {
+		if _, uid, found, err := n.upstreamOwner(req.Upstream); err == nil && found {
 			res.UpstreamOwner = describeUID(uid)
 		}
 	}
@@ -222,14 +225,14 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 // listens on yet, with no user named, is remembered at the first
 // connection.
 func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
-	port, uid, found, err := upstreamOwner(req.Upstream)
+	port, uid, found, err := n.upstreamOwner(req.Upstream)
 	if port == 0 {
 		return
 	}
 	if req.UpstreamUser != "" {
 		pin := n.resolvePin(req)
 		n.mu.Lock()
-		n.mu.upstreamPin[port] = pin
+		n.mu.upstreamPin[port], n.mu.pinUID[req.Name] = pin, pin
 		n.mu.Unlock()
 		return
 	}
@@ -253,18 +256,26 @@ func (n *Node) resolvePin(req localapi.ServeRequest) int {
 	return uid
 }
 
-// pinUpstreamsLocked makes the pins those of the services now served.
-// The caller holds n.mu.
+// pinUpstreamsLocked makes the pins those of the services now served,
+// with the uids noteUpstreamOwner resolved (-1, which fails closed, for
+// one it did not). The caller holds n.mu.
 func (n *Node) pinUpstreamsLocked() {
 	clear(n.mu.upstreamPin)
+	keep := map[string]int{}
 	for _, s := range n.mu.served {
 		if s.UpstreamUser == "" {
 			continue
 		}
+		uid, ok := n.mu.pinUID[s.Name]
+		if !ok {
+			uid = -1
+		}
+		keep[s.Name] = uid
 		if port := upstreamPort(s.Upstream); port != 0 {
-			n.mu.upstreamPin[port] = n.resolvePin(s)
+			n.mu.upstreamPin[port] = uid
 		}
 	}
+	n.mu.pinUID = keep
 }
 
 // checkUpstreamUser refuses to serve an upstream whose port another user
@@ -288,9 +299,9 @@ func (n *Node) checkUpstreamUser(req localapi.ServeRequest) error {
 			return fmt.Errorf("service %s pins port %d to user %s; one port has one owner: refused", s.Name, port, s.UpstreamUser)
 		}
 	}
-	_, uid, found, err := upstreamOwner(req.Upstream)
+	_, uid, found, err := n.upstreamOwner(req.Upstream)
 	if err != nil {
-		return err
+		return fmt.Errorf("--upstream-user cannot be checked here: %w", err)
 	}
 	if found && uid != want {
 		return fmt.Errorf("%s is served by %s, not by %s as --upstream-user says: refused (another program holds the port)",
@@ -324,7 +335,7 @@ func upstreamUID(name string) (int, error) {
 // HTTP upstream's URL now, if any does, and the URL's port (0 for a URL
 // that does not parse). For "localhost", either loopback address, IPv4
 // first.
-func upstreamOwner(upstream string) (port uint16, uid int, found bool, err error) {
+func (n *Node) upstreamOwner(upstream string) (port uint16, uid int, found bool, err error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
@@ -337,7 +348,7 @@ func upstreamOwner(upstream string) (port uint16, uid int, found bool, err error
 		addrs = []netip.Addr{a}
 	}
 	for _, a := range addrs {
-		if uid, found, err = platform.LocalListenerOwner(netip.AddrPortFrom(a, port)); err != nil || found {
+		if uid, found, err = n.ownerOf(netip.AddrPortFrom(a, port)); err != nil || found {
 			return port, uid, found, err
 		}
 	}
@@ -388,7 +399,7 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 		want, known = n.mu.upstreamOwner[port]
 	}
 	n.mu.Unlock()
-	uid, found, err := platform.LocalListenerOwner(ap)
+	uid, found, err := n.ownerOf(ap)
 	switch {
 	case err != nil && known:
 		// Fail closed: the owner cannot be compared.
@@ -418,9 +429,9 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 // connection made at the same time may have set first.
 func (n *Node) checkLearnt(ap netip.AddrPort, uid int) error {
 	n.mu.Lock()
-	want := n.mu.upstreamOwner[ap.Port()]
+	want, ok := n.mu.upstreamOwner[ap.Port()]
 	n.mu.Unlock()
-	if uid != want {
+	if ok && uid != want { // !ok: forgotten meanwhile, as the service was served again
 		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused", ap, describeUID(uid), describeUID(want))
 	}
 	return nil
@@ -460,10 +471,13 @@ func (n *Node) Unserve(ctx context.Context, name string) error {
 	}
 	specs := servedSpecs(n.mu.served)
 	err := n.saveServicesLocked()
-	n.pinUpstreamsLocked()
 	n.mu.Unlock()
 	n.proxy.RemoveService(name)
 	n.stopStdio(name)
+	// Its pin goes only once nothing can dial for it any more.
+	n.mu.Lock()
+	n.pinUpstreamsLocked()
+	n.mu.Unlock()
 	if err != nil {
 		return err
 	}

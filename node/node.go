@@ -92,6 +92,9 @@ type Node struct {
 	client *controlclient.Client
 	audit  *auditlog.Log
 	proxy  *mcp.Proxy
+	// ownerOf finds who serves an address on this host
+	// (platform.LocalListenerOwner; tests put another in its place).
+	ownerOf func(netip.AddrPort) (uid int, found bool, err error)
 
 	mu struct {
 		sync.Mutex
@@ -124,6 +127,10 @@ type Node struct {
 		// for its port, which wins over what is learnt.
 		upstreamOwner map[uint16]int
 		upstreamPin   map[uint16]int
+		// pinUID is the uid each served service's --upstream-user named
+		// when it was served, so that pins are rebuilt without asking
+		// the user database under this lock.
+		pinUID map[string]int
 		// served are the services this node serves, as `serve` asked.
 		served []localapi.ServeRequest
 		stdio  map[string]*stdioserve.Server

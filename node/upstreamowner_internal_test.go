@@ -1,17 +1,21 @@
 package node
 
 import (
+	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/mcpmesh/mcpmesh/node/localapi"
+	"github.com/mcpmesh/mcpmesh/platform"
 )
 
 // bareNode is a Node with just what the owner checks use.
 func bareNode(served ...localapi.ServeRequest) *Node {
-	n := &Node{log: slog.New(slog.DiscardHandler)}
-	n.mu.upstreamOwner, n.mu.upstreamPin = map[uint16]int{}, map[uint16]int{}
+	n := &Node{log: slog.New(slog.DiscardHandler), ownerOf: platform.LocalListenerOwner}
+	n.mu.upstreamOwner, n.mu.upstreamPin, n.mu.pinUID = map[uint16]int{}, map[uint16]int{}, map[string]int{}
 	n.mu.served = served
 	return n
 }
@@ -32,9 +36,37 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		n := bareNode(a, b)
 		n.noteUpstreamOwner(a)
 		n.noteUpstreamOwner(b)
+		if n.mu.upstreamPin[39999] != 4242 {
+			t.Fatalf("pins after serving b = %v; want 39999 pinned to 4242", n.mu.upstreamPin)
+		}
 		n.pinUpstreamsLocked()
 		if n.mu.upstreamPin[39999] != 4242 {
-			t.Fatalf("pins = %v; want 39999 pinned to 4242", n.mu.upstreamPin)
+			t.Fatalf("pins rebuilt = %v; want 39999 pinned to 4242", n.mu.upstreamPin)
+		}
+	})
+	t.Run("a pin wins over the owner learnt", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		n := bareNode()
+		n.mu.upstreamOwner[port] = os.Getuid() // what serving an unpinned service learnt
+		n.mu.upstreamPin[port] = 4242
+		if err := n.checkUpstreamOwner(ln.Addr().String()); err == nil {
+			t.Fatal("a listener of the learnt owner passed a pin to another user")
+		}
+	})
+	t.Run("a lookup that fails is refused when an owner is known", func(t *testing.T) {
+		n := bareNode()
+		n.ownerOf = func(netip.AddrPort) (int, bool, error) { return 0, false, errors.New("sock_diag: not here") }
+		n.mu.upstreamOwner[39998] = 0
+		if err := n.checkUpstreamOwner("127.0.0.1:39998"); err == nil {
+			t.Fatal("a failed lookup passed a check with a known owner")
+		}
+		if err := n.checkUpstreamOwner("127.0.0.1:39997"); err != nil {
+			t.Fatalf("a failed lookup with nothing known: %v; want it let through (nothing to compare)", err)
 		}
 	})
 	t.Run("a second service may not pin the port to another user", func(t *testing.T) {

@@ -13,6 +13,9 @@ import "net/netip"
 // can report the audit as unavailable rather than clean.
 func ListListeners() ([]Listener, error) { return nil, unsupported("list listening sockets") }
 
-// LocalListenerOwner is not implemented on this system: nothing is found,
-// so no owner is checked.
-func LocalListenerOwner(netip.AddrPort) (uid int, found bool, err error) { return 0, false, nil }
+// LocalListenerOwner is not implemented on this system: it fails with an
+// error wrapping errors.ErrUnsupported, so that a pinned upstream is
+// refused at serve time rather than every connection failing after.
+func LocalListenerOwner(netip.AddrPort) (uid int, found bool, err error) {
+	return 0, false, unsupported("find a listener's owner")
+}
