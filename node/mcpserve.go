@@ -291,14 +291,17 @@ func (n *Node) checkUpstreamUser(req localapi.ServeRequest) error {
 		return err
 	}
 	port := upstreamPort(req.Upstream)
-	for _, s := range n.servedNow() {
+	n.mu.Lock()
+	for _, s := range n.mu.served {
 		if s.Name == req.Name || s.UpstreamUser == "" || upstreamPort(s.Upstream) != port {
 			continue
 		}
-		if other, err := upstreamUID(s.UpstreamUser); err != nil || other != want {
+		if other, ok := n.mu.pinUID[s.Name]; !ok || other != want {
+			n.mu.Unlock()
 			return fmt.Errorf("service %s pins port %d to user %s; one port has one owner: refused", s.Name, port, s.UpstreamUser)
 		}
 	}
+	n.mu.Unlock()
 	_, uid, found, err := n.upstreamOwner(req.Upstream)
 	if err != nil {
 		return fmt.Errorf("--upstream-user cannot be checked here: %w", err)
@@ -398,7 +401,14 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 	if !pinned {
 		want, known = n.mu.upstreamOwner[port]
 	}
+	served := n.servesPortLocked(port)
 	n.mu.Unlock()
+	if !known && !served {
+		// A service no longer served (its last requests, the DELETEs
+		// that end its sessions): its pin is gone, and nothing may be
+		// learnt for a port no service uses.
+		return fmt.Errorf("no served service uses %s any more; refused", ap)
+	}
 	uid, found, err := n.ownerOf(ap)
 	switch {
 	case err != nil && known:
@@ -425,11 +435,30 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 	return nil
 }
 
-// checkLearnt compares uid with the owner learnt for ap's port, which a
-// connection made at the same time may have set first.
+// servesPortLocked reports whether a served upstream is on port: an HTTP
+// one, or the loopback bridge of a stdio one. The caller holds n.mu.
+func (n *Node) servesPortLocked(port uint16) bool {
+	for _, s := range n.mu.served {
+		if s.Upstream != "" && upstreamPort(s.Upstream) == port {
+			return true
+		}
+	}
+	for _, srv := range n.mu.stdio {
+		if upstreamPort(srv.URL()) == port {
+			return true
+		}
+	}
+	return false
+}
+
+// checkLearnt compares uid with the owner pinned or learnt for ap's port,
+// which a serve or a connection at the same time may have set first.
 func (n *Node) checkLearnt(ap netip.AddrPort, uid int) error {
 	n.mu.Lock()
-	want, ok := n.mu.upstreamOwner[ap.Port()]
+	want, ok := n.mu.upstreamPin[ap.Port()]
+	if !ok {
+		want, ok = n.mu.upstreamOwner[ap.Port()]
+	}
 	n.mu.Unlock()
 	if ok && uid != want { // !ok: forgotten meanwhile, as the service was served again
 		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused", ap, describeUID(uid), describeUID(want))

@@ -58,8 +58,31 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 			t.Fatal("a listener of the learnt owner passed a pin to another user")
 		}
 	})
-	t.Run("a lookup that fails is refused when an owner is known", func(t *testing.T) {
+	t.Run("a port no served service uses learns nothing", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		// The stragglers of an unserved service find neither its pin nor
+		// anything learnt.
 		n := bareNode()
+		if err := n.checkUpstreamOwner(ln.Addr().String()); err == nil {
+			t.Fatal("a connection to a port no served service uses passed")
+		}
+		if _, ok := n.mu.upstreamOwner[port]; ok {
+			t.Fatal("an owner was learnt for a port no served service uses")
+		}
+		// A served upstream nobody listened on at serve time: the first
+		// owner is learnt.
+		n = bareNode(localapi.ServeRequest{Name: "ehr", Upstream: "http://" + ln.Addr().String() + "/mcp"})
+		if err := n.checkUpstreamOwner(ln.Addr().String()); err != nil || n.mu.upstreamOwner[port] != os.Getuid() {
+			t.Fatalf("first connection of a served upstream: %v, learnt %v", err, n.mu.upstreamOwner)
+		}
+	})
+	t.Run("a lookup that fails is refused when an owner is known", func(t *testing.T) {
+		n := bareNode(localapi.ServeRequest{Name: "ehr", Upstream: "http://127.0.0.1:39997/mcp"})
 		n.ownerOf = func(netip.AddrPort) (int, bool, error) { return 0, false, errors.New("sock_diag: not here") }
 		n.mu.upstreamOwner[39998] = 0
 		if err := n.checkUpstreamOwner("127.0.0.1:39998"); err == nil {

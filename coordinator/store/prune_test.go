@@ -79,7 +79,9 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ahead := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC) // from a node whose clock ran ahead
+	// From a node whose clock ran ahead: kept too long, rather than
+	// clamped to a coordinator clock that may itself be wrong at start.
+	ahead := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
 	for seq, at := range map[int]time.Time{1: cut.AddDate(-2, 0, 0), 2: cut.Add(time.Hour), 4: ahead} {
 		if _, err := old.Exec(`INSERT INTO audit VALUES ('server', ?, ?, 'c', 'ehr', 'tools/call', 'echo', 'allow', 'r', 1, 5, 'd', 's')`,
 			seq, at.UnixNano()); err != nil {
@@ -121,8 +123,8 @@ func TestStoreWithoutReceiptTimesIsUpgraded(t *testing.T) {
 		t.Fatalf("events left = %d, %v; want 4", len(left), err)
 	}
 	for _, e := range left {
-		if e.Seq == 4 && !e.Received.Before(time.Now().Add(time.Minute)) {
-			t.Errorf("an event from before the upgrade dated %s counts as received %s: retention would never take it", e.Time, e.Received)
+		if e.Seq == 4 && !e.Received.Equal(ahead) {
+			t.Errorf("an event from before the upgrade dated %s counts as received %s; want its own time", e.Time, e.Received)
 		}
 	}
 }
@@ -286,10 +288,11 @@ func TestAuditFingerprintCoversEveryFieldANodeSays(t *testing.T) {
 	}
 }
 
-// An event whose receipt time lies ahead of the coordinator's clock (one
-// that once ran ahead) counts as received now when the store opens, so
-// retention does not keep it for years.
-func TestOpeningClampsReceiptTimesAhead(t *testing.T) {
+// Opening a store leaves receipt times as they are, even ahead of the
+// clock: a coordinator that starts with its clock behind (before NTP)
+// must not date the trail back, for retention to delete it all once the
+// clock is right.
+func TestOpeningLeavesReceiptTimesAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	s := open(t, path)
 	ahead := time.Now().AddDate(50, 0, 0)
@@ -302,7 +305,7 @@ func TestOpeningClampsReceiptTimesAhead(t *testing.T) {
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("Audit = %v, %v", evs, err)
 	}
-	if evs[0].Received.After(time.Now()) {
-		t.Fatalf("received %s after reopening: ahead of now", evs[0].Received)
+	if !evs[0].Received.Equal(ahead) {
+		t.Fatalf("received %s after reopening; want %s as stored", evs[0].Received, ahead)
 	}
 }

@@ -167,10 +167,12 @@ func OpenSQLite(path string) (*SQLite, error) {
 	}
 	// Retention counts from when the coordinator received an event
 	// (PruneAudit). Events stored before that was recorded count from
-	// their own time, the best there is for them, but never from later
-	// than now: a node whose clock ran ahead must not keep them forever.
-	now := time.Now().UnixNano()
-	if err := addAuditVariants(db, now); err != nil {
+	// their own time, the best there is for them. Not clamped to now: a
+	// coordinator that starts with its clock behind (before NTP) would
+	// date the whole trail back, and delete it once the clock is right;
+	// an event from a node whose clock ran ahead is kept too long, which
+	// loses nothing.
+	if err := addAuditVariants(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
@@ -178,14 +180,11 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
-	// No event counts as received later than now either (a coordinator
-	// whose clock once ran ahead). The index on received makes both
-	// UPDATEs cheap once done.
+	// The index on received makes the UPDATE a no-op once done.
 	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 		CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
 		CREATE UNIQUE INDEX IF NOT EXISTS audit_fp ON audit(node, seq, fp);
-		UPDATE audit SET received = MIN(time, ?1) WHERE received = 0;
-		UPDATE audit SET received = ?1 WHERE received > ?1`, now); err != nil {
+		UPDATE audit SET received = time WHERE received = 0`); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
 	}
@@ -227,10 +226,10 @@ func (s *SQLite) tx(ctx context.Context, f func(*sql.Tx) error) error {
 // reused a sequence was dropped as a duplicate; see AppendAudit). SQLite
 // cannot change a table's key in place: the rows are copied, in one
 // transaction, into a table with the new key, their receipt times set as
-// OpenSQLite explains (now is the upgrade's time). At its peak the
-// database needs about three times the table's size on disk: the table,
-// its copy, and the copy again in the write-ahead log.
-func addAuditVariants(db *sql.DB, now int64) error {
+// OpenSQLite explains. At its peak the database needs about three times
+// the table's size on disk: the table, its copy, and the copy again in
+// the write-ahead log.
+func addAuditVariants(db *sql.DB) error {
 	has, err := hasColumn(db, "audit", "variant")
 	if err != nil || has {
 		return err
@@ -244,15 +243,11 @@ func addAuditVariants(db *sql.DB, now int64) error {
 	for _, q := range []string{
 		strings.Replace(auditTable, "CREATE TABLE IF NOT EXISTS audit (", "CREATE TABLE audit_by_variant (", 1),
 		`INSERT INTO audit_by_variant (` + cols + `, received) SELECT ` + cols +
-			`, CASE WHEN received = 0 THEN MIN(time, ?) ELSE received END FROM audit`,
+			`, CASE WHEN received = 0 THEN time ELSE received END FROM audit`,
 		`DROP TABLE audit`,
 		`ALTER TABLE audit_by_variant RENAME TO audit`,
 	} {
-		var args []any
-		if strings.Contains(q, "?") {
-			args = append(args, now)
-		}
-		if _, err := tx.Exec(q, args...); err != nil {
+		if _, err := tx.Exec(q); err != nil {
 			return fmt.Errorf("key audit events by variant: %w", err)
 		}
 	}
