@@ -396,11 +396,7 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 	}
 	port := ap.Port()
 	n.mu.Lock()
-	want, pinned := n.mu.upstreamPin[port]
-	known := pinned
-	if !pinned {
-		want, known = n.mu.upstreamOwner[port]
-	}
+	want, known := n.wantedOwnerLocked(port)
 	served := n.servesPortLocked(port)
 	n.mu.Unlock()
 	if !known && !served {
@@ -422,17 +418,30 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 	case err != nil || !found:
 		return nil // nothing learnt yet, and nothing to learn
 	case !known:
+		// Learnt now, unless a serve or a connection at the same time
+		// set an owner first: then compared with that one.
 		n.mu.Lock()
 		if _, ok := n.mu.upstreamOwner[port]; !ok {
 			n.mu.upstreamOwner[port] = uid
 		}
+		want, _ = n.wantedOwnerLocked(port)
 		n.mu.Unlock()
-		return n.checkLearnt(ap, uid)
-	case uid != want:
+	}
+	if uid != want {
 		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "upstream", ap, "uid", uid, "want_uid", want)
 		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused (serve the service again to accept its new owner)", ap, describeUID(uid), describeUID(want))
 	}
 	return nil
+}
+
+// wantedOwnerLocked is the user who must serve port: its pin, or else the
+// owner learnt for it. The caller holds n.mu.
+func (n *Node) wantedOwnerLocked(port uint16) (uid int, known bool) {
+	if uid, ok := n.mu.upstreamPin[port]; ok {
+		return uid, true
+	}
+	uid, known = n.mu.upstreamOwner[port]
+	return uid, known
 }
 
 // servesPortLocked reports whether a served upstream is on port: an HTTP
@@ -449,21 +458,6 @@ func (n *Node) servesPortLocked(port uint16) bool {
 		}
 	}
 	return false
-}
-
-// checkLearnt compares uid with the owner pinned or learnt for ap's port,
-// which a serve or a connection at the same time may have set first.
-func (n *Node) checkLearnt(ap netip.AddrPort, uid int) error {
-	n.mu.Lock()
-	want, ok := n.mu.upstreamPin[ap.Port()]
-	if !ok {
-		want, ok = n.mu.upstreamOwner[ap.Port()]
-	}
-	n.mu.Unlock()
-	if ok && uid != want { // !ok: forgotten meanwhile, as the service was served again
-		return fmt.Errorf("%s is now served by %s, not %s as when mcpmesh began serving it; refused", ap, describeUID(uid), describeUID(want))
-	}
-	return nil
 }
 
 // restoreService serves name again as the saved set has it, after a
