@@ -180,13 +180,11 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: upgrade %s: %w", path, err)
 	}
-	// The index on received makes the UPDATE a no-op once done.
 	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS audit_time ON audit(time);
 		CREATE INDEX IF NOT EXISTS audit_received ON audit(received);
-		CREATE UNIQUE INDEX IF NOT EXISTS audit_fp ON audit(node, seq, fp);
-		UPDATE audit SET received = time WHERE received = 0`); err != nil {
+		CREATE UNIQUE INDEX IF NOT EXISTS audit_fp ON audit(node, seq, fp)`); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: upgrade %s: date the audit events stored before receipt times were: %w", path, err)
+		return nil, fmt.Errorf("store: upgrade %s: index the audit trail: %w", path, err)
 	}
 	var ok string
 	if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {

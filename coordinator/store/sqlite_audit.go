@@ -45,9 +45,10 @@ func (s *SQLite) AppendAudit(ctx context.Context, node string, received time.Tim
 // appendAuditEvent stores e unless it is a duplicate, and says whether
 // it did and whether its sequence held another event already.
 func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received time.Time, e api.AuditEvent) (stored, reused bool, err error) {
+	fp := auditFingerprint(e)
 	// An event stored before fingerprints has none, and at most one per
 	// sequence (the key was node and sequence then): compared whole.
-	dup, err := legacyDuplicate(ctx, tx, node, e)
+	dup, err := legacyDuplicate(ctx, tx, node, e, fp)
 	if err != nil || dup {
 		return false, false, err
 	}
@@ -63,7 +64,7 @@ func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received tim
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (node, seq, fp) DO NOTHING`,
 		node, e.Seq, last+1, e.Time.UnixNano(), e.Caller, e.Service, e.Method, e.Tool, e.Decision, e.Reason,
-		e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano(), auditFingerprint(e))
+		e.Policy, e.LatencyUS, e.ArgsDigest, e.Session, received.UnixNano(), fp)
 	if err != nil {
 		return false, false, fmt.Errorf("store: insert audit event: %w", err)
 	}
@@ -75,16 +76,16 @@ func appendAuditEvent(ctx context.Context, tx *sql.Tx, node string, received tim
 }
 
 // legacyDuplicate reports whether one of node's events under e's
-// sequence that have no fingerprint is e. A store from before the
-// variant key holds at most one such event per sequence.
-func legacyDuplicate(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent) (bool, error) {
+// sequence that have no fingerprint is e, whose fingerprint is want. A
+// store from before the variant key holds at most one such event per
+// sequence.
+func legacyDuplicate(ctx context.Context, tx *sql.Tx, node string, e api.AuditEvent, want []byte) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT time, caller, service, method, tool, decision, reason, policy, latency, digest, session
 		FROM audit WHERE node = ? AND seq = ? AND fp IS NULL`, node, e.Seq)
 	if err != nil {
 		return false, fmt.Errorf("store: look up audit event: %w", err)
 	}
 	defer rows.Close()
-	want := auditFingerprint(e)
 	for rows.Next() {
 		var o api.AuditEvent
 		var t int64
