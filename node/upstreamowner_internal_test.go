@@ -20,6 +20,16 @@ func bareNode(served ...localapi.ServeRequest) *Node {
 	return n
 }
 
+// listen4 listens on a free port of 127.0.0.1, and says which.
+func listen4(t *testing.T) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
 // The owner checks that came out of the review of --upstream-user, each
 // of which failed before its fix.
 func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
@@ -45,12 +55,8 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		}
 	})
 	t.Run("a pin wins over the owner learnt", func(t *testing.T) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ln, port := listen4(t)
 		defer ln.Close()
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
 		n := bareNode()
 		n.mu.upstreamOwner[port] = os.Getuid() // what serving an unpinned service learnt
 		n.mu.upstreamPin[port] = 4242
@@ -59,12 +65,8 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		}
 	})
 	t.Run("a port no served service uses learns nothing", func(t *testing.T) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ln, port := listen4(t)
 		defer ln.Close()
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
 		// The stragglers of an unserved service find neither its pin nor
 		// anything learnt.
 		n := bareNode()
@@ -100,11 +102,7 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		}
 	})
 	t.Run("a listener gone by the time of the check is refused", func(t *testing.T) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		ln, port := listen4(t)
 		n := bareNode()
 		n.mu.upstreamOwner[port] = 4242 // learnt: another user than this test's
 		c, err := net.Dial("tcp4", ln.Addr().String())
