@@ -191,6 +191,36 @@ func TestFrontCancelsTheRequestOfAClientThatLeft(t *testing.T) {
 	}
 }
 
+// The watchdog that starts the watches ticks only while the front has
+// connections: an idle node does not wake twenty times a second.
+func TestFrontWatchdogRunsOnlyWithConnections(t *testing.T) {
+	addr, f := startFront(t, echoPath(), nil)
+	watching := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.watching
+	}
+	if watching() {
+		t.Fatal("the watchdog runs before any connection")
+	}
+	for range 2 { // it starts again with the next connection
+		c := dialRaw(t, addr)
+		c.send(getReq)
+		c.answer("GET")
+		if !watching() {
+			t.Fatal("no watchdog while a connection is open")
+		}
+		c.c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for watching() {
+			if time.Now().After(deadline) {
+				t.Fatal("the watchdog still runs 5 s after the last connection closed")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 // A request that runs past watchAfter is watched; ending the watch must
 // leave the connection as it was, with a request the client sent meanwhile
 // (pipelined) still to be read.

@@ -421,11 +421,18 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 		// Learnt now, unless a serve or a connection at the same time
 		// set an owner first: then compared with that one.
 		n.mu.Lock()
-		if _, ok := n.mu.upstreamOwner[port]; !ok {
+		_, had := n.mu.upstreamOwner[port]
+		if !had {
 			n.mu.upstreamOwner[port] = uid
 		}
 		want, _ = n.wantedOwnerLocked(port)
 		n.mu.Unlock()
+		if !had && uid == want {
+			// Trust on first use: whoever holds the port now is trusted
+			// from here on, so say who, once, where an admin looks.
+			n.log.Warn("an upstream's owner was learnt at its first connection, as nothing listened on it when serving began; pin it with serve --upstream-user",
+				"upstream", ap, "owner", describeUID(uid))
+		}
 	}
 	if uid != want {
 		n.log.Error("an upstream's port is served by another user than before; refusing to connect", "upstream", ap, "uid", uid, "want_uid", want)

@@ -1,11 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/mcpmesh/mcpmesh/node/localapi"
@@ -79,8 +82,17 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		// A served upstream nobody listened on at serve time: the first
 		// owner is learnt.
 		n = bareNode(localapi.ServeRequest{Name: "ehr", Upstream: "http://" + ln.Addr().String() + "/mcp"})
+		var logged bytes.Buffer
+		n.log = slog.New(slog.NewTextHandler(&logged, nil))
 		if err := n.checkUpstreamOwner(ln.Addr().String()); err != nil || n.mu.upstreamOwner[port] != os.Getuid() {
 			t.Fatalf("first connection of a served upstream: %v, learnt %v", err, n.mu.upstreamOwner)
+		}
+		// Trusting whoever held the port first is said, once, with who.
+		if err := n.checkUpstreamOwner(ln.Addr().String()); err != nil {
+			t.Fatalf("second connection: %v", err)
+		}
+		if got := strings.Count(logged.String(), "learnt at its first connection"); got != 1 || !strings.Contains(logged.String(), fmt.Sprintf("uid %d", os.Getuid())) {
+			t.Fatalf("log after two connections, want the owner learnt said once with its uid:\n%s", logged.String())
 		}
 	})
 	t.Run("a lookup that fails is refused when an owner is known", func(t *testing.T) {
