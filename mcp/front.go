@@ -363,13 +363,10 @@ func (fc *frontConn) handle(req *http.Request) (keep bool) {
 	fc.cancel, fc.bodyDone, fc.wantWatch, fc.done, fc.gone = cancel, req.ContentLength == 0, false, false, false
 	fc.since = time.Now()
 	fc.mu.Unlock()
-	if req.ContentLength != 0 && strings.EqualFold(req.Header.Get("Expect"), "100-continue") && req.ProtoAtLeast(1, 1) {
-		fc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := fc.bw.Flush(); err != nil {
-			cancel()
-			return false
-		}
-	}
+	// A client that asked may send the body once told to: when the
+	// handler first reads it, as net/http does, so that a request refused
+	// unread (too large, no such service) never has its body sent.
+	body.continueOwed = req.ContentLength != 0 && req.ProtoAtLeast(1, 1) && strings.EqualFold(req.Header.Get("Expect"), "100-continue")
 
 	defer func() {
 		if v := recover(); v != nil {
@@ -448,12 +445,20 @@ func (fc *frontConn) stopWatch() bool {
 // frontBody is a request's body; it tells its connection when the body has
 // been read to its end, after which the connection may be watched.
 type frontBody struct {
-	rc  io.ReadCloser
-	fc  *frontConn
-	eof bool
+	rc           io.ReadCloser
+	fc           *frontConn
+	eof          bool
+	continueOwed bool // the client waits for 100 Continue before it sends the body
 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
+	if b.continueOwed {
+		b.continueOwed = false
+		b.fc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := b.fc.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := b.rc.Read(p)
 	if errors.Is(err, io.EOF) && !b.eof {
 		b.eof = true
@@ -471,10 +476,18 @@ func (b *frontBody) Close() error { return nil }
 
 // drain reads what is left of the body, within the request's deadline, and
 // reports whether it ended within maxUnreadBody, so that the connection can
-// carry another request and be watched meanwhile.
+// carry another request and be watched meanwhile. A body the client was
+// never told to send (Expect: 100-continue) is not waited for.
 func (b *frontBody) drain() bool {
 	if b.eof {
 		return true
+	}
+	if b.continueOwed {
+		// Never told to send it, the client may not: the connection
+		// cannot tell where the next request begins, and closes after
+		// the answer. A 100 Continue can no longer come before it.
+		b.continueOwed = false
+		return false
 	}
 	n, err := io.CopyN(io.Discard, b, maxUnreadBody+1)
 	return n <= maxUnreadBody && errors.Is(err, io.EOF)

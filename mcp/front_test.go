@@ -191,6 +191,44 @@ func TestFrontCancelsTheRequestOfAClientThatLeft(t *testing.T) {
 	}
 }
 
+// Expect: 100-continue is answered when the handler first reads the body,
+// as net/http does: a request refused unread never has its body sent, and
+// its connection closes after the answer, since the client may never send
+// the body it was not asked for.
+func TestFrontSendsContinueOnlyForABodyTheHandlerReads(t *testing.T) {
+	addr, _ := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		echoPath().ServeHTTP(w, r)
+	}), nil)
+	head := "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+
+	c := dialRaw(t, addr)
+	c.send(fmt.Sprintf(head, "/echo"))
+	if resp, _ := c.answer("POST"); resp.StatusCode != http.StatusContinue {
+		t.Fatalf("first answer to a body the handler reads: %d, want 100", resp.StatusCode)
+	}
+	c.send("hello")
+	if resp, body := c.answer("POST"); resp.StatusCode != http.StatusOK || body != "POST /echo hello" {
+		t.Fatalf("answer after the body: %d %q", resp.StatusCode, body)
+	}
+
+	c = dialRaw(t, addr)
+	c.send(fmt.Sprintf(head, "/refuse"))
+	resp, _ := c.answer("POST")
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("first answer to a request refused unread: %d, want 413 and no 100 Continue", resp.StatusCode)
+	}
+	if !resp.Close {
+		t.Error("the answer to a request whose body never came keeps the connection")
+	}
+	if !c.closed() {
+		t.Error("the connection stayed open")
+	}
+}
+
 // The watchdog that starts the watches ticks only while the front has
 // connections: an idle node does not wake twenty times a second.
 func TestFrontWatchdogRunsOnlyWithConnections(t *testing.T) {
