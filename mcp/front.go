@@ -59,7 +59,8 @@ type front struct {
 	closed   bool
 	lns      map[net.Listener]struct{}
 	conns    map[*frontConn]struct{}
-	watching bool // the watchdog runs (while there are connections)
+	watching bool          // the watchdog runs (while there are connections)
+	stop     chan struct{} // closed by close: the watchdog returns at once
 }
 
 // frontBufferLimit is how much of an answer front holds to send it with a
@@ -86,6 +87,7 @@ func newFront(h http.Handler, log *slog.Logger, readTimeout time.Duration) *fron
 		watchAfter:        100 * time.Millisecond,
 		lns:               map[net.Listener]struct{}{},
 		conns:             map[*frontConn]struct{}{},
+		stop:              make(chan struct{}),
 	}
 }
 
@@ -146,7 +148,15 @@ func (f *front) serve(ln net.Listener) error {
 func (f *front) watchdog() {
 	t := time.NewTicker(max(f.watchAfter/2, time.Millisecond))
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-t.C:
+		case <-f.stop:
+			f.mu.Lock()
+			f.watching = false
+			f.mu.Unlock()
+			return
+		}
 		now := time.Now()
 		f.mu.Lock()
 		if len(f.conns) == 0 || f.closed {
@@ -171,6 +181,9 @@ func (f *front) isClosed() bool {
 // requests in progress, SSE streams included.
 func (f *front) close() error {
 	f.mu.Lock()
+	if !f.closed {
+		close(f.stop)
+	}
 	f.closed = true
 	lns := make([]net.Listener, 0, len(f.lns))
 	for ln := range f.lns {
@@ -394,10 +407,11 @@ func (fc *frontConn) handle(req *http.Request) (keep bool) {
 // before t; f.mu is held (the watchdog's).
 func (fc *frontConn) watchIfRunSince(t time.Time) {
 	fc.mu.Lock()
-	slow := fc.cancel != nil && !fc.done && fc.since.Before(t)
-	fc.mu.Unlock()
-	if slow {
-		fc.startWatch(true)
+	defer fc.mu.Unlock()
+	// Checked and started in one hold of fc.mu: the request checked is
+	// the one watched, not a next one begun in between.
+	if fc.cancel != nil && !fc.done && fc.since.Before(t) {
+		fc.startWatchLocked(true)
 	}
 }
 
@@ -407,6 +421,11 @@ func (fc *frontConn) watchIfRunSince(t time.Time) {
 func (fc *frontConn) startWatch(want bool) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	fc.startWatchLocked(want)
+}
+
+// startWatchLocked is startWatch with fc.mu held.
+func (fc *frontConn) startWatchLocked(want bool) {
 	fc.wantWatch = fc.wantWatch || want
 	if !fc.wantWatch || !fc.bodyDone || fc.done || fc.watch != nil {
 		return

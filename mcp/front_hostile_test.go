@@ -227,7 +227,7 @@ func TestFrontAcceptsAgainAfterEMFILE(t *testing.T) {
 	}
 }
 
-// Stress of the watcher, the AfterFunc timer, stopWatch and the next
+// Stress of the watcher, the watchdog, stopWatch and the next
 // request: a client that stays, pipelines requests with bodies (length and
 // chunked) in bursts, while handlers run around watchAfter and sometimes
 // flush. Every answer must come back whole and in order, and no request may

@@ -257,6 +257,23 @@ func TestFrontWatchdogRunsOnlyWithConnections(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+
+	// Closing the front stops it at once, whatever its period.
+	addr, f = startFront(t, echoPath(), func(f *front) { f.watchAfter = time.Hour })
+	c := dialRaw(t, addr)
+	c.send(getReq)
+	c.answer("GET")
+	if !watching() {
+		t.Fatal("no watchdog while a connection is open")
+	}
+	f.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for watching() {
+		if time.Now().After(deadline) {
+			t.Fatal("the watchdog of a closed front still runs after 5 s (its period is 30 min)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // A request that runs past watchAfter is watched; ending the watch must

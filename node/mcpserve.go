@@ -422,14 +422,18 @@ func (n *Node) checkUpstreamOwner(remote string) error {
 		// set an owner first: then compared with that one.
 		n.mu.Lock()
 		_, had := n.mu.upstreamOwner[port]
+		_, pinned := n.mu.upstreamPin[port]
+		bridge := n.bridgesPortLocked(port)
 		if !had {
 			n.mu.upstreamOwner[port] = uid
 		}
 		want, _ = n.wantedOwnerLocked(port)
 		n.mu.Unlock()
-		if !had && uid == want {
-			// Trust on first use: whoever holds the port now is trusted
-			// from here on, so say who, once, where an admin looks.
+		if !had && !pinned && !bridge && uid == want {
+			// Trust on first use of an HTTP upstream: whoever holds the
+			// port now is trusted from here on, so say who, once, where
+			// an admin looks. (A stdio service's bridge is the node's own
+			// listener, and a pin needs no trust.)
 			n.log.Warn("an upstream's owner was learnt at its first connection, as nothing listened on it when serving began; pin it with serve --upstream-user",
 				"upstream", ap, "owner", describeUID(uid))
 		}
@@ -459,6 +463,12 @@ func (n *Node) servesPortLocked(port uint16) bool {
 			return true
 		}
 	}
+	return n.bridgesPortLocked(port)
+}
+
+// bridgesPortLocked reports whether port is the loopback bridge of a
+// stdio service, a listener of the node's own. The caller holds n.mu.
+func (n *Node) bridgesPortLocked(port uint16) bool {
 	for _, srv := range n.mu.stdio {
 		if upstreamPort(srv.URL()) == port {
 			return true

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -93,6 +94,29 @@ func TestUpstreamOwnerCheckFailsClosed(t *testing.T) {
 		}
 		if got := strings.Count(logged.String(), "learnt at its first connection"); got != 1 || !strings.Contains(logged.String(), fmt.Sprintf("uid %d", os.Getuid())) {
 			t.Fatalf("log after two connections, want the owner learnt said once with its uid:\n%s", logged.String())
+		}
+	})
+	t.Run("a stdio service's bridge is not reported as trust on first use", func(t *testing.T) {
+		// The bridge is the node's own listener, and --upstream-user is
+		// refused for --stdio: its first connection is no cause to warn.
+		req := localapi.ServeRequest{Name: "files", Stdio: "cat"}
+		n := bareNode(req)
+		var logged bytes.Buffer
+		n.log = slog.New(slog.NewTextHandler(&logged, nil))
+		u, err := n.upstreamURL(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.stopAllStdio()
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.checkUpstreamOwner(pu.Host); err != nil {
+			t.Fatalf("first connection to the bridge: %v", err)
+		}
+		if strings.Contains(logged.String(), "first connection") {
+			t.Fatalf("the bridge's first connection was reported as trust on first use:\n%s", logged.String())
 		}
 	})
 	t.Run("a lookup that fails is refused when an owner is known", func(t *testing.T) {
