@@ -225,15 +225,20 @@ func (n *Node) Serve(ctx context.Context, req localapi.ServeRequest) (*localapi.
 // listens on yet, with no user named, is remembered at the first
 // connection.
 func (n *Node) noteUpstreamOwner(req localapi.ServeRequest) {
-	port, uid, found, err := n.upstreamOwner(req.Upstream)
-	if port == 0 {
-		return
-	}
 	if req.UpstreamUser != "" {
+		// A pin names the owner: who holds the port now is not asked.
+		port := upstreamPort(req.Upstream)
+		if port == 0 {
+			return
+		}
 		pin := n.resolvePin(req)
 		n.mu.Lock()
 		n.mu.upstreamPin[port], n.mu.pinUID[req.Name] = pin, pin
 		n.mu.Unlock()
+		return
+	}
+	port, uid, found, err := n.upstreamOwner(req.Upstream)
+	if port == 0 {
 		return
 	}
 	n.mu.Lock()
@@ -343,7 +348,7 @@ func (n *Node) upstreamOwner(upstream string) (port uint16, uid int, found bool,
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("upstream %q: %w", upstream, err)
 	}
-	if port = upstreamPort(upstream); port == 0 {
+	if port = urlPort(u); port == 0 {
 		return 0, 0, false, nil
 	}
 	addrs := []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
@@ -365,6 +370,12 @@ func upstreamPort(upstream string) uint16 {
 	if err != nil {
 		return 0
 	}
+	return urlPort(u)
+}
+
+// urlPort is upstreamPort of a parsed URL: its port, or 80; 0 for one
+// that is no port number.
+func urlPort(u *url.URL) uint16 {
 	p := u.Port()
 	if p == "" {
 		p = "80"
