@@ -194,7 +194,9 @@ func parseInetDiagMsg(b []byte) (l diagListener, ok bool, err error) {
 		Inode: uint64(binary.NativeEndian.Uint32(b[68:72])),
 	}}
 	// struct rtattr: length (header included), type, then the value,
-	// each attribute padded to 4 bytes.
+	// each attribute padded to 4 bytes. Not nl.ParseRouteAttr: it slices
+	// past the end of a last attribute whose padding is missing, and
+	// panics, where this answers an error or stops.
 	for rest := b[sizeofInetDiagMsg:]; len(rest) >= 4; {
 		n := int(binary.NativeEndian.Uint16(rest[0:2]))
 		if n < 4 || n > len(rest) {
